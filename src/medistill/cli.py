@@ -1,0 +1,159 @@
+"""The ``medistill`` command line: run, evaluate, profile, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medistill.errors import MedistillError
+
+app = typer.Typer(
+    help="Knowledge distillation for medical and histopathology imaging.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fmt_ci(m: dict[str, float]) -> str:
+    return f"{m['value']:.3f} ({m['low']:.3f}-{m['high']:.3f})"
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    """A plain-text results table on stdout."""
+    header = f"{'run':<28} {'mag':>7} {'input':>9} {'accuracy (95% CI)':>22} " \
+             f"{'macro F1 (95% CI)':>22} {'GFLOPs':>8} {'params':>9}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in runs:
+        e = r.get("efficiency", {})
+        size = "x".join(str(s) for s in r.get("input_size", []))
+        typer.echo(
+            f"{r['name']:<28} {r.get('magnification', ''):>7} {size:>9} "
+            f"{_fmt_ci(r['metrics']['accuracy']):>22} {_fmt_ci(r['metrics']['macro_f1']):>22} "
+            f"{e.get('gflops', float('nan')):>8.4f} {e.get('params', 0) / 1e6:>8.2f}M"
+        )
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train and evaluate everything a recipe describes, and write its report."""
+    from medistill.pipelines import load_recipe, run_recipe
+
+    cfg = load_recipe(recipe, set_ or [])
+    out = out or Path("runs") / recipe.stem
+    results = run_recipe(cfg, out, resume=resume, progress=progress)
+    print_table(results["runs"])
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A model file (a run's best.pt).")],
+    data: Annotated[Path, typer.Option(help="Dataset root folder.")],
+    layout: Annotated[str, typer.Option(help="'csv' or 'folders'.")] = "csv",
+    csv: Annotated[str, typer.Option(help="Manifest name (csv layout).")] = "labels.csv",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    n_resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+    out: Annotated[Path | None, typer.Option(help="Write eval.json + report here.")] = None,
+) -> None:
+    """Evaluate a trained classifier on a split of any supported dataset."""
+    from medistill.config import DataConfig, validate
+    from medistill.engine import load_model
+    from medistill.pipelines.datasets import load_split
+    from medistill.pipelines.evaluate import evaluate_classifier
+
+    model, meta = load_model(checkpoint)
+    cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv}, "--data")
+    samples = load_split(cfg, split, meta["classes"])
+    res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
+    factor = meta["view"]["factor"]
+    record = {"name": checkpoint.stem, "role": "evaluated", "factor": factor,
+              "magnification": "1x" if factor == 1 else f"1/{factor:g}x", "seed": 0,
+              "split": split, **{k: res[k] for k in ("metrics", "confusion_matrix",
+                                                      "input_size", "efficiency")}}
+    print_table([record])
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+        from medistill.reports import write_report
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        write_report(out, {"title": f"Evaluation of {checkpoint}", "classes": meta["classes"],
+                           "runs": [record]})
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def profile(
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "small_resnet",
+    size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
+    num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
+    checkpoint: Annotated[Path | None, typer.Option(help="Profile a model file.")] = None,
+    repeats: Annotated[int, typer.Option(help="Latency repeats.")] = 20,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for latency.")] = None,
+) -> None:
+    """GFLOPs, parameters and CPU latency of a model at an input size."""
+    from medistill.metrics import profile_model
+
+    if checkpoint:
+        from medistill.engine import load_model
+
+        net, _ = load_model(checkpoint)
+    else:
+        from medistill.models import create_model
+
+        net = create_model(model, num_classes)
+    p = profile_model(net, (3, size, size), repeats=repeats, threads=threads)
+    typer.echo(f"model: {checkpoint or model}  input: 3x{size}x{size}")
+    typer.echo(f"params: {p['params']:,}  GFLOPs: {p['gflops']:.4f}  "
+               f"latency: {p['latency_ms']:.2f} ms/image (CPU, batch 1)")
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from medistill.models import list_models
+
+    for name in list_models():
+        typer.echo(name)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
+    from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+
+    cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
+    results = run_recipe(cfg, out, resume=resume, progress=progress)
+    print_table(results["runs"])
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except MedistillError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Datasets in the layouts users already have, resolution views and paired augmentation."""
+
+from medistill.data.datasets import PairedViewDataset, channel_stats
+from medistill.data.io import list_images, load_image
+from medistill.data.records import (
+    UNLABELED,
+    Sample,
+    SampleList,
+    read_manifest,
+    scan_folders,
+    scan_images,
+)
+from medistill.data.transforms import Augment, ResolutionView, lanczos_resize
+
+__all__ = [
+    "UNLABELED",
+    "Augment",
+    "PairedViewDataset",
+    "ResolutionView",
+    "Sample",
+    "SampleList",
+    "channel_stats",
+    "lanczos_resize",
+    "list_images",
+    "load_image",
+    "read_manifest",
+    "scan_folders",
+    "scan_images",
+]

@@ -1,0 +1,139 @@
+"""Resolution degradation and paired augmentation.
+
+Degradation follows DiPalma et al. (2021), section 4.1: every low-resolution version is made
+directly from the ORIGINAL image with a Lanczos filter, never by composing downsamplings.
+
+Augmentation follows section 3.2 (flips, 90-degree rotations, brightness / contrast /
+saturation / hue jitter). It is applied with the SAME random parameters to every view of a
+sample (teacher and student see the same augmented image at two resolutions). Because flips,
+rotations and the colour operations used here are (up to clipping) linear per pixel, applying
+them after the Lanczos resize equals resizing the augmented original, which lets the degraded
+views be computed once and cached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medistill.errors import RecipeError
+
+
+def degraded_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """Size of an image downsampled by ``factor`` (at least 1 px per side)."""
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def lanczos_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, C) ``uint8`` image to ``size`` = (H, W) with a Lanczos filter."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.LANCZOS))
+
+
+@dataclass(frozen=True)
+class ResolutionView:
+    """One resolution of an image.
+
+    Args:
+        factor: downsampling factor relative to the original image (1 = original).
+        mpp: alternatively, a target resolution in microns per pixel; needs ``source_mpp``.
+        source_mpp: the original images' microns per pixel.
+        upsample: resize the degraded image back up to the original size (bilinear), as used
+            when a model needs a fixed input size.
+    """
+
+    factor: float = 1.0
+    mpp: float | None = None
+    source_mpp: float | None = None
+    upsample: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mpp is not None:
+            if not self.source_mpp:
+                raise RecipeError("view.mpp needs data.source_mpp (microns per pixel of the data)")
+            object.__setattr__(self, "factor", self.mpp / self.source_mpp)
+        if not self.factor >= 1.0:
+            raise RecipeError(f"view.factor must be >= 1 (downsampling only), got {self.factor}")
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        return (height, width) if self.upsample else degraded_size(height, width, self.factor)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        small = lanczos_resize(image, degraded_size(h, w, self.factor))
+        if self.upsample and small.shape[:2] != (h, w):
+            return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
+        return small
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 -> (C, H, W) float32 in [0, 1]."""
+    if not image.flags.writeable:
+        image = image.copy()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
+)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random flips, 90-degree rotations and colour jitter, shared by all views of a sample.
+
+    Jitter strengths follow torchvision's ColorJitter convention: brightness/contrast/saturation
+    factors are drawn from [1 - s, 1 + s]; hue from [-h, h] turns of the colour wheel (a rotation
+    of the chroma plane in YIQ space, a linear map).
+    """
+
+    flip: bool = True
+    rotate90: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+
+    def sample_params(self, rng: np.random.Generator) -> dict[str, float]:
+        def jitter(s: float) -> float:
+            return float(rng.uniform(1 - s, 1 + s)) if s > 0 else 1.0
+
+        return {
+            "hflip": bool(self.flip and rng.random() < 0.5),
+            "vflip": bool(self.flip and rng.random() < 0.5),
+            "rot": int(rng.integers(0, 4)) if self.rotate90 else 0,
+            "brightness": jitter(self.brightness),
+            "contrast": jitter(self.contrast),
+            "saturation": jitter(self.saturation),
+            "hue": float(rng.uniform(-self.hue, self.hue)) if self.hue > 0 else 0.0,
+        }
+
+    @staticmethod
+    def apply(x: torch.Tensor, p: dict[str, float]) -> torch.Tensor:
+        """Apply sampled parameters to a (C, H, W) float image in [0, 1]."""
+        if p["hflip"]:
+            x = x.flip(-1)
+        if p["vflip"]:
+            x = x.flip(-2)
+        if p["rot"]:
+            x = torch.rot90(x, int(p["rot"]), dims=(-2, -1))
+        if x.shape[0] != 3:
+            return x.contiguous()
+        x = x * p["brightness"]
+        gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
+        x = (x - gray.mean()) * p["contrast"] + gray.mean()
+        gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
+        x = (x - gray) * p["saturation"] + gray
+        if p["hue"]:
+            a = 2 * math.pi * p["hue"]
+            c, s = math.cos(a), math.sin(a)
+            rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+            m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+            x = torch.einsum("ij,jhw->ihw", m, x)
+        return x.clamp_(0.0, 1.0).contiguous()

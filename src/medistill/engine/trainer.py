@@ -1,0 +1,256 @@
+"""The one trainer every method uses.
+
+Adam or SGD, cosine or step schedule, gradient accumulation, a checkpoint written atomically
+every epoch, exact resume, seeds, progress bars, CSV + TensorBoard logs and best-on-validation
+selection. Methods plug in through :class:`medistill.methods.base.Method`.
+
+Exact resume: all randomness of an epoch is derived from ``(seed, epoch)`` (shuffling) and
+``(seed, epoch, index)`` (augmentation, see :class:`~medistill.data.PairedViewDataset`), and the
+model/optimizer/scheduler states are restored, so an interrupted and resumed run on CPU ends
+with the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from medistill.config import TrainConfig
+from medistill.engine.checkpoint import load_checkpoint, save_checkpoint, save_model
+from medistill.engine.logging import RunLogger
+from medistill.errors import CheckpointError, TrainingError
+from medistill.methods.base import Method
+from medistill.metrics import confusion_matrix, metrics_from_confusion
+
+TRAINER_FORMAT = "medistill-trainer/1"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+@torch.no_grad()
+def predict_loader(
+    predict: Callable[[dict], tuple[torch.Tensor, torch.Tensor]],
+    loader: DataLoader,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``predict`` over a loader; returns (logits (N, K), labels (N,)) as numpy."""
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        out, y = predict(to_device(batch, device))
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+class Trainer:
+    """Fits a :class:`Method` on a training set, selecting the best epoch on a validation set.
+
+    Files written to ``out_dir``: ``last.pt`` (full training state, every epoch), ``best.pt``
+    (the deployable model of the best validation epoch, with ``model_meta``), ``log.csv``,
+    ``tb/`` (TensorBoard) and ``train_done.json`` once training has finished.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        config: TrainConfig,
+        out_dir: str | Path,
+        model_meta: dict[str, Any] | None = None,
+        num_classes: int | None = None,
+        desc: str = "train",
+    ) -> None:
+        self.method = method
+        self.train_set = train_set
+        self.val_set = val_set
+        self.cfg = config
+        self.out_dir = Path(out_dir)
+        self.model_meta = model_meta or {}
+        self.num_classes = num_classes
+        self.desc = desc
+        self.device = resolve_device(config.device)
+
+    # -- construction -----------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        if not params:
+            raise TrainingError(f"{self.desc}: nothing to train (all parameters are frozen)")
+        c = self.cfg
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(
+            params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True
+        )
+
+    def _scheduler(self, opt: torch.optim.Optimizer):
+        c = self.cfg
+        if c.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.epochs))
+        if c.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.cfg.pin_memory and self.device.type == "cuda",
+            drop_last=False,
+        )
+
+    # -- evaluation -------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.method.eval()
+        logits, labels = predict_loader(
+            self.method.predict, self._loader(self.val_set, shuffle=False), self.device
+        )
+        k = self.num_classes or logits.shape[1]
+        cm = confusion_matrix(labels, logits.argmax(1), k)
+        return {f"val_{name}": float(v) for name, v in metrics_from_confusion(cm).items()}
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for ``config.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(self.cfg.seed)
+        self.method.to(self.device)
+        opt = self._optimizer()
+        sched = self._scheduler(opt)
+        state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "history": []}
+        last = self.out_dir / "last.pt"
+        if resume and last.is_file():
+            state = self._restore(last, opt, sched)
+        logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard)
+        select = f"val_{self.cfg.select_metric}"
+        try:
+            for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
+                row = {"epoch": epoch, **self._train_epoch(epoch, opt, sched)}
+                row.update(self.validate())
+                state["history"].append(row)
+                score = row.get(select, -row["train_loss"])
+                if score > state["best"] or epoch == 1:
+                    state.update(best=score, best_epoch=epoch)
+                    save_model(self.method.deployable(), self.model_meta, self.out_dir / "best.pt")
+                state["epoch"] = epoch
+                self._save(last, opt, sched, state)
+                logger.log_epoch(state["history"])
+                if self.cfg.progress:
+                    shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
+                    tqdm.write(f"[{self.desc}] epoch {epoch}/{self.cfg.epochs} {shown}")
+        finally:
+            logger.close()
+        return {"best_epoch": state["best_epoch"], "best_score": state["best"],
+                "select_metric": select, "history": state["history"]}
+
+    def _train_epoch(self, epoch: int, opt, sched) -> dict[str, float]:
+        self.method.train()
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
+        accum = self.cfg.grad_accum
+        sums: dict[str, float] = {}
+        n_batches = 0
+        start = time.perf_counter()
+        n_images = 0
+        opt.zero_grad(set_to_none=True)
+        bar = tqdm(loader, desc=f"{self.desc} {epoch}/{self.cfg.epochs}",
+                   disable=None if self.cfg.progress else True,  # None: off when not a TTY
+                   leave=False, mininterval=2.0)
+        for step, batch in enumerate(bar, start=1):
+            batch = to_device(batch, self.device)
+            out = self.method.training_step(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                parts = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+                raise TrainingError(
+                    f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
+                    "try a lower learning rate"
+                )
+            (loss / accum).backward()
+            if step % accum == 0 or step == len(loader):
+                if self.cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in self.method.parameters() if p.requires_grad],
+                        self.cfg.max_grad_norm,
+                    )
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_batches += 1
+            n_images += len(batch["index"])
+            bar.set_postfix(loss=f"{sums['loss'] / n_batches:.4f}")
+        elapsed = time.perf_counter() - start
+        row = {f"train_{k}": v / max(1, n_batches) for k, v in sums.items()}
+        row["lr"] = opt.param_groups[0]["lr"]  # the rate this epoch trained with
+        sched.step()
+        row["images_per_s"] = n_images / max(elapsed, 1e-9)
+        return row
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def _save(self, path: Path, opt, sched, state: dict) -> None:
+        save_checkpoint(
+            {
+                "format": TRAINER_FORMAT,
+                "method": self.method.trainable_state(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "state": state,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
+            },
+            path,
+        )
+
+    def _restore(self, path: Path, opt, sched) -> dict:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != TRAINER_FORMAT:
+            raise CheckpointError(f"{path} is not a medistill training checkpoint")
+        self.method.load_trainable_state(ckpt["method"], str(path))
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        return ckpt["state"]

@@ -1,0 +1,59 @@
+"""The one small interface through which every method plugs into the trainer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Method(nn.Module):
+    """A training objective around one deployable model.
+
+    Subclasses implement:
+        ``training_step(batch) -> dict``: the scalar ``"loss"`` to minimise plus any named
+            components to log (tensors or floats);
+        ``predict(batch) -> (logits, labels)``: evaluation outputs of the deployable model;
+        ``deployable() -> nn.Module``: the model that is evaluated, checkpointed and exported.
+
+    Frozen modules (a teacher) should be registered under a name listed in
+    ``frozen_prefixes``: they are kept in eval mode and left out of training checkpoints.
+    """
+
+    frozen_prefixes: tuple[str, ...] = ()
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def deployable(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        for name, module in self.named_children():
+            if name in self.frozen_prefixes:
+                module.eval()
+        return self
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The state dict without the frozen modules."""
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if k.split(".", 1)[0] not in self.frozen_prefixes
+        }
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        from medistill.engine.checkpoint import check_state
+
+        check_state(self.trainable_state(), state, source)
+        self.load_state_dict(state, strict=False)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Turn off gradients and put in eval mode."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

@@ -1,0 +1,84 @@
+"""Resolution-based distillation (DiPalma et al., 2021).
+
+A frozen teacher sees the high-resolution view, the student the low-resolution view of the same
+(identically augmented) image. Total loss (eq. 1) = ``soft_weight * L_soft`` (eq. 2, KL at
+temperature T times T^2) + ``pixel_weight * L_pixel`` (eq. 3, MSE between the final
+convolutional maps, the teacher's resized to the student's size by max-pooling and by bicubic
+interpolation, averaged). Labels are not used unless ``label_weight > 0``, so the same method
+distils on unlabeled auxiliary data (section 3.3).
+
+When the two final maps differ in channels, a learnable 1x1 convolution (FitNets) projects the
+student map to the teacher's channels; it is a parameter of this distiller, so it is trained
+and checkpointed with the student (and dropped at export).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medistill.errors import RecipeError
+from medistill.losses import ResizedFeatureMSE, SoftTargetKL
+from medistill.methods.base import Method, freeze
+from medistill.models.base import Classifier
+
+
+class ResolutionKD(Method):
+    frozen_prefixes = ("teacher",)
+
+    def __init__(
+        self,
+        teacher: Classifier,
+        student: Classifier,
+        teacher_view: str = "teacher",
+        student_view: str = "student",
+        temperature: float = 4.0,
+        soft_weight: float = 1.0,
+        pixel_weight: float = 1.0,
+        resize: Sequence[str] = ("maxpool", "bicubic"),
+        label_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        t_classes, s_classes = teacher.head.out_features, student.head.out_features
+        if t_classes != s_classes:
+            raise RecipeError(
+                f"teacher predicts {t_classes} classes but the student {s_classes}: "
+                "they must be trained on the same classes"
+            )
+        self.teacher = freeze(teacher)
+        self.student = student
+        if student.feature_channels == teacher.feature_channels:
+            self.projection: nn.Module = nn.Identity()
+        else:
+            self.projection = nn.Conv2d(student.feature_channels, teacher.feature_channels, 1)
+        self.soft = SoftTargetKL(temperature)
+        self.pixel = ResizedFeatureMSE(resize)
+        self.views = (teacher_view, student_view)
+        self.weights = (soft_weight, pixel_weight, label_weight)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        teacher_view, student_view = self.views
+        soft_w, pixel_w, label_w = self.weights
+        with torch.no_grad():
+            t_map, t_logits = self.teacher(batch["views"][teacher_view])
+        s_map, s_logits = self.student(batch["views"][student_view])
+        out = {"soft": self.soft(s_logits, t_logits)}
+        out["pixel"] = self.pixel(self.projection(s_map), t_map) if pixel_w else s_map.new_zeros(())
+        loss = soft_w * out["soft"] + pixel_w * out["pixel"]
+        if label_w:
+            labels = batch["label"]
+            known = labels >= 0
+            if known.any():
+                out["ce"] = F.cross_entropy(s_logits[known], labels[known])
+                loss = loss + label_w * out["ce"]
+        out["loss"] = loss
+        return out
+
+    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.student(batch["views"][self.views[1]])[1], batch["label"]
+
+    def deployable(self) -> Classifier:
+        return self.student

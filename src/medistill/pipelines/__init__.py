@@ -1,0 +1,56 @@
+"""Recipes: YAML in, trained models, results and a report out."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medistill.config import apply_overrides, read_yaml, validate
+from medistill.errors import RecipeError
+from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
+
+#: method name -> (recipe schema, pipeline)
+RECIPES: dict[str, tuple[type, type]] = {
+    "resolution_kd": (ResolutionRecipe, ResolutionPipeline),
+}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None,
+                substitutions: dict[str, str] | None = None) -> Any:
+    """Read, override and validate a recipe; errors name the file and key."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    if substitutions:
+        raw = _substitute(raw, substitutions)
+    method = raw.get("method")
+    if method not in RECIPES:
+        raise RecipeError(
+            f"{path}: method: unknown or missing method {method!r}; choose one of: "
+            + ", ".join(sorted(RECIPES))
+        )
+    return validate(RECIPES[method][0], raw, str(path))
+
+
+def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
+    return pipeline.run()
+
+
+def demo_recipe_path() -> Path:
+    return Path(str(resources.files("medistill") / "recipes" / "demo.yaml"))
+
+
+def demo_data_root() -> Path:
+    return Path(str(resources.files("medistill") / "data" / "demo" / "ebhi_seg_demo"))
+
+
+def _substitute(node: Any, values: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    if isinstance(node, str):
+        for key, value in values.items():
+            node = node.replace("{" + key + "}", value)
+    return node

@@ -1,0 +1,67 @@
+"""Turning a recipe's data section into sample lists and datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medistill.config import AugmentConfig, DataConfig
+from medistill.data import (
+    Augment,
+    PairedViewDataset,
+    ResolutionView,
+    SampleList,
+    read_manifest,
+    scan_folders,
+    scan_images,
+)
+from medistill.errors import DataError
+
+
+def load_split(
+    cfg: DataConfig, split: str, classes: list[str] | None = None, labeled: bool = True
+) -> SampleList:
+    """The samples of one split in the layout ``cfg.format`` describes."""
+    classes = classes if classes is not None else cfg.classes
+    if cfg.format == "folders":
+        return scan_folders(cfg.root, split, classes, labeled)
+    if cfg.format == "csv":
+        return read_manifest(
+            Path(cfg.root) / cfg.csv, split, classes, labeled,
+            cfg.path_column, cfg.label_column, cfg.split_column,
+        )
+    if labeled:
+        raise DataError(f"{cfg.root}: the 'images' layout has no labels; use it as auxiliary data")
+    return scan_images(cfg.root, split)
+
+
+def load_labeled(cfg: DataConfig) -> tuple[SampleList, SampleList]:
+    """(train, val) of a labelled dataset, with the class list fixed by the train split."""
+    train = load_split(cfg, cfg.splits.train)
+    val = load_split(cfg, cfg.splits.val, train.classes)
+    return train, val
+
+
+def make_augment(cfg: AugmentConfig) -> Augment | None:
+    if not cfg.enabled:
+        return None
+    return Augment(cfg.flip, cfg.rotate90, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
+
+
+def make_dataset(
+    samples: SampleList,
+    views: dict[str, float],
+    data: DataConfig,
+    normalization: dict[str, list[float]],
+    augment: Augment | None = None,
+    seed: int = 0,
+) -> PairedViewDataset:
+    """A :class:`PairedViewDataset` with one :class:`ResolutionView` per (name, factor)."""
+    return PairedViewDataset(
+        samples.samples,
+        {name: ResolutionView(factor=f) for name, f in views.items()},
+        mean=normalization["mean"],
+        std=normalization["std"],
+        augment=augment,
+        image_size=data.image_size,
+        seed=seed,
+    )

@@ -1,0 +1,272 @@
+"""The resolution-distillation recipe (DiPalma et al., 2021), end to end.
+
+For every seed: a teacher at ``teacher_factor`` (supervised, high resolution); then for every
+student factor (relative to the teacher) the runs listed in ``runs``:
+
+``baseline``  supervised student at the low resolution;
+``kd``        student distilled from the teacher on the labelled training images (soft + pixel
+              loss, labels unused; section 3.3);
+``kd_aux``    student distilled on unlabeled auxiliary data, then its linear head fine-tuned
+              on the labelled set with the backbone frozen (section 3.4).
+
+Each run is evaluated on ``eval.split`` (metrics with bootstrap CIs, GFLOPs, params, latency);
+``results.json``, ``report.html`` and ``report.md`` are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medistill.config import (
+    AugmentConfig,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    StrictModel,
+    TrainConfig,
+    merge_train,
+)
+from medistill.data import SampleList, channel_stats
+from medistill.engine.checkpoint import atomic_write_text, load_model
+from medistill.engine.trainer import Trainer
+from medistill.errors import RecipeError
+from medistill.methods import ResolutionKD, Supervised
+from medistill.models import create_model
+from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
+from medistill.pipelines.evaluate import evaluate_classifier
+
+Stage = Literal["teacher", "baseline", "kd", "kd_aux", "finetune"]
+
+
+class AuxDataConfig(DataConfig):
+    """An auxiliary dataset whose labels (if any) are ignored."""
+
+    use_splits: list[str] = ["train"]
+
+
+class KDConfig(StrictModel):
+    temperature: float = Field(4.0, gt=0)
+    soft_weight: float = Field(1.0, ge=0)
+    pixel_weight: float = Field(1.0, ge=0)
+    resize: list[Literal["maxpool", "bicubic", "bilinear", "avgpool"]] = ["maxpool", "bicubic"]
+    label_weight: float = Field(0.0, ge=0, description="optional CE on labels (paper: 0)")
+
+
+class ResolutionRecipe(StrictModel):
+    method: Literal["resolution_kd"] = "resolution_kd"
+    title: str = "Resolution-based distillation"
+    data: DataConfig
+    aux_data: list[AuxDataConfig] = []
+    teacher: ModelConfig = ModelConfig()
+    student: ModelConfig = ModelConfig()
+    teacher_checkpoint: str | None = None
+    teacher_factor: float = Field(1.0, ge=1)
+    student_factors: list[float] = Field([2.0, 4.0, 8.0, 16.0], min_length=1)
+    runs: list[Literal["baseline", "kd", "kd_aux"]] = ["baseline", "kd", "kd_aux"]
+    seeds: list[int] = Field([0], min_length=1)
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    stages: dict[Stage, dict[str, Any]] = {}
+    kd: KDConfig = KDConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
+        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
+        return cfg.model_copy(update={"seed": seed})
+
+
+def _magnification(factor: float) -> str:
+    return "1x" if factor == 1 else f"1/{factor:g}x"
+
+
+class ResolutionPipeline:
+    def __init__(self, recipe: ResolutionRecipe, out_dir: str | Path, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.r = recipe
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.progress = progress
+        if "kd_aux" in recipe.runs and not recipe.aux_data:
+            raise RecipeError("runs: 'kd_aux' needs at least one aux_data dataset")
+
+    # -- data -------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        r = self.r
+        self.train_samples, self.val_samples = load_labeled(r.data)
+        self.classes = self.train_samples.classes
+        self.test_samples = load_split(r.data, r.eval.split, self.classes)
+        mean, std = channel_stats(self.train_samples.samples)
+        self.norm = {"mean": list(mean), "std": list(std)}
+        aux: list = []
+        for cfg in r.aux_data:
+            for split in cfg.use_splits:
+                aux += load_split(cfg, split, labeled=False).samples
+        self.aux_samples = SampleList(aux, [])
+
+    def _meta(self, spec: ModelConfig, factor: float) -> dict[str, Any]:
+        return {
+            "task": "classification",
+            "model": spec.model_dump(),
+            "classes": self.classes,
+            "view": {"factor": factor, "upsample": False},
+            "normalization": self.norm,
+            "image_size": self.r.data.image_size,
+        }
+
+    # -- one run ----------------------------------------------------------------------------
+    def _train(self, name: str, method, views: dict[str, float], samples: SampleList,
+               cfg: TrainConfig, meta: dict) -> Path:
+        run_dir = self.out / name
+        if (run_dir / "train_done.json").is_file():
+            return run_dir / "best.pt"
+        if run_dir.exists() and not self.resume and any(run_dir.iterdir()):
+            raise RecipeError(f"{run_dir} already has a run; pass --resume or another --out")
+        aug = make_augment(self.r.augment)
+        train_set = make_dataset(samples, views, self.r.data, self.norm, aug, cfg.seed)
+        val_view = {name_: views[name_] for name_ in views if name_ in ("input", "student")}
+        val_set = make_dataset(self.val_samples, val_view, self.r.data, self.norm)
+        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
+        trainer = Trainer(method, train_set, val_set, cfg, run_dir, meta, len(self.classes), name)
+        fit = trainer.fit(resume=self.resume)
+        atomic_write_text(run_dir / "train_done.json", json.dumps(
+            {k: v for k, v in fit.items() if k != "history"}, indent=2))
+        return run_dir / "best.pt"
+
+    def _evaluate(self, name: str, role: str, factor: float, seed: int,
+                  model_path: Path) -> dict[str, Any]:
+        done = self.out / name / "eval.json"
+        if done.is_file() and self.resume:
+            return json.loads(done.read_text())
+        model, meta = load_model(model_path)
+        e = self.r.eval
+        res = evaluate_classifier(model, meta, self.test_samples, n_resamples=e.n_resamples,
+                                  ci_seed=e.ci_seed, latency=e.latency,
+                                  latency_repeats=e.latency_repeats, threads=e.threads)
+        history = []
+        log = model_path.parent / "log.csv"
+        if log.is_file():
+            import csv
+
+            with log.open() as f:
+                history = [{k: float(v) for k, v in row.items() if v != ""}
+                           for row in csv.DictReader(f)]
+        record = {
+            "name": name, "role": role, "factor": factor, "magnification": _magnification(factor),
+            "seed": seed, "split": e.split, "input_size": res["input_size"],
+            "metrics": res["metrics"], "confusion_matrix": res["confusion_matrix"],
+            "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms")
+                           if k in res["efficiency"]},
+            "history": history, "model_path": str(model_path),
+        }
+        atomic_write_text(done, json.dumps(record, indent=2))
+        return record
+
+    def _teacher(self, seed: int) -> Path:
+        r = self.r
+        if r.teacher_checkpoint:
+            _, meta = load_model(r.teacher_checkpoint)
+            if meta["classes"] != self.classes:
+                raise RecipeError(
+                    f"teacher_checkpoint {r.teacher_checkpoint}: classes {meta['classes']} differ "
+                    f"from the data's {self.classes}"
+                )
+            if meta["view"]["factor"] != r.teacher_factor:
+                raise RecipeError(
+                    f"teacher_checkpoint {r.teacher_checkpoint} was trained at factor "
+                    f"{meta['view']['factor']}, the recipe says teacher_factor={r.teacher_factor}"
+                )
+            return Path(r.teacher_checkpoint)
+        model = create_model(r.teacher.name, len(self.classes), **r.teacher.kwargs)
+        return self._train(f"seed{seed}/teacher", Supervised(model), {"input": r.teacher_factor},
+                           self.train_samples, r.stage_train("teacher", seed),
+                           self._meta(r.teacher, r.teacher_factor))
+
+    def _student(self) -> Any:
+        return create_model(self.r.student.name, len(self.classes), **self.r.student.kwargs)
+
+    def _kd(self, teacher_path: Path, seed: int) -> ResolutionKD:
+        teacher, _ = load_model(teacher_path)
+        k = self.r.kd
+        return ResolutionKD(teacher, self._student(), temperature=k.temperature,
+                            soft_weight=k.soft_weight, pixel_weight=k.pixel_weight,
+                            resize=k.resize, label_weight=k.label_weight)
+
+    # -- everything -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from medistill.reports import write_report
+
+        r = self.r
+        self._load_data()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        runs = []
+        for seed in r.seeds:
+            teacher_path = self._teacher(seed)
+            runs.append(self._evaluate(f"seed{seed}/teacher", "teacher", r.teacher_factor, seed,
+                                       teacher_path))
+            for rel in r.student_factors:
+                factor = r.teacher_factor * rel
+                base = f"seed{seed}/x{rel:g}"
+                meta = self._meta(r.student, factor)
+                pair = {"teacher": r.teacher_factor, "student": factor}
+                if "baseline" in r.runs:
+                    path = self._train(f"{base}/baseline", Supervised(self._student()),
+                                       {"input": factor}, self.train_samples,
+                                       r.stage_train("baseline", seed), meta)
+                    runs.append(self._evaluate(f"{base}/baseline", "baseline", factor, seed, path))
+                if "kd" in r.runs:
+                    path = self._train(f"{base}/kd", self._kd(teacher_path, seed), pair,
+                                       self.train_samples, r.stage_train("kd", seed), meta)
+                    runs.append(self._evaluate(f"{base}/kd", "kd", factor, seed, path))
+                if "kd_aux" in r.runs:
+                    path = self._train(f"{base}/kd_aux_distill", self._kd(teacher_path, seed),
+                                       pair, self.aux_samples, r.stage_train("kd_aux", seed), meta)
+                    student, _ = load_model(path)
+                    student.reset_head()
+                    path = self._train(f"{base}/kd_aux", Supervised(student, head_only=True),
+                                       {"input": factor}, self.train_samples,
+                                       r.stage_train("finetune", seed), meta)
+                    runs.append(self._evaluate(f"{base}/kd_aux", "kd_aux", factor, seed, path))
+        results = {
+            "title": r.title,
+            "summary": _summary(r),
+            "classes": self.classes,
+            "runs": runs,
+            "notes": _notes(r, len(self.train_samples.samples), len(self.aux_samples.samples),
+                            len(self.test_samples.samples)),
+            "config": json.loads(r.model_dump_json()),
+        }
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
+        write_report(self.out, results)
+        return results
+
+
+def _summary(r: ResolutionRecipe) -> str:
+    return (
+        f"Teacher {r.teacher.name} at {_magnification(r.teacher_factor)} of the original "
+        f"resolution; students {r.student.name} at "
+        + ", ".join(_magnification(r.teacher_factor * f) for f in r.student_factors)
+        + f". Runs per factor: {', '.join(r.runs)}. Seeds: {r.seeds}. Metrics on the "
+        f"'{r.eval.split}' split with 95% bootstrap CIs ({r.eval.n_resamples} resamples)."
+    )
+
+
+def _notes(r: ResolutionRecipe, n_train: int, n_aux: int, n_test: int) -> list[str]:
+    notes = [
+        f"{n_train} labelled training images, {n_test} evaluation images"
+        + (f", {n_aux} unlabeled auxiliary images." if n_aux else "."),
+        "Low-resolution views are made from the original image with a Lanczos filter "
+        "(no composed downsamplings).",
+        f"KD loss = {r.kd.soft_weight} x soft KL (T={r.kd.temperature}, x T^2) + "
+        f"{r.kd.pixel_weight} x feature MSE (teacher map resized by {' + '.join(r.kd.resize)})"
+        + (f" + {r.kd.label_weight} x CE." if r.kd.label_weight else "; labels unused."),
+        "GFLOPs = 2 x multiply-adds of one forward pass (torch.utils.flop_counter); "
+        "latency = median CPU wall time per image at batch size 1.",
+        "The best epoch on the validation split (metric: "
+        f"{r.train.select_metric}) is evaluated.",
+    ]
+    return notes
