@@ -214,7 +214,7 @@ class Trainer:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             n_batches += 1
             n_images += len(batch["index"])
             bar.set_postfix(loss=f"{sums['loss'] / n_batches:.4f}")
