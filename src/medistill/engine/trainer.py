@@ -199,7 +199,7 @@ class Trainer:
             out = self.method.training_step(batch)
             loss = out["loss"]
             if not torch.isfinite(loss):
-                parts = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+                parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
                 raise TrainingError(
                     f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
                     "try a lower learning rate"

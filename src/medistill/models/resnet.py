@@ -24,6 +24,20 @@ def _norm(norm: str, groups: int) -> str | tuple:
     raise RecipeError(f"model norm must be 'batch' or 'group', got {norm!r}")
 
 
+def _batchnorm_to_groupnorm(module: nn.Module, groups: int) -> None:
+    """Replace every BatchNorm2d left in ``module`` by GroupNorm.
+
+    MONAI's ResNet builds the shortcut ("downsample") norm as BatchNorm whatever ``norm`` says;
+    a GroupNorm model must have no batch statistics anywhere (gradient accumulation with
+    batch size 1, as the paper trains).
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(min(groups, child.num_features), child.num_features))
+        else:
+            _batchnorm_to_groupnorm(child, groups)
+
+
 class ResNetClassifier(Classifier):
     """A MONAI ResNet whose stages are exposed as taps."""
 
@@ -53,6 +67,8 @@ class ResNetClassifier(Classifier):
             num_classes=num_classes,
             norm=_norm(norm, groups),
         )
+        if norm == "group":
+            _batchnorm_to_groupnorm(net, groups)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1,

@@ -123,8 +123,6 @@ class ResolutionPipeline:
         run_dir = self.out / name
         if (run_dir / "train_done.json").is_file():
             return run_dir / "best.pt"
-        if run_dir.exists() and not self.resume and any(run_dir.iterdir()):
-            raise RecipeError(f"{run_dir} already has a run; pass --resume or another --out")
         aug = make_augment(self.r.augment)
         train_set = make_dataset(samples, views, self.r.data, self.norm, aug, cfg.seed)
         val_view = {name_: views[name_] for name_ in views if name_ in ("input", "student")}
@@ -200,6 +198,8 @@ class ResolutionPipeline:
         from medistill.reports import write_report
 
         r = self.r
+        if (self.out / "recipe.json").exists() and not self.resume:
+            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._load_data()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))

@@ -1,0 +1,112 @@
+"""The resolution-distillation recipe end to end on the embedded demo data (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medistill.engine import load_model, save_model
+from medistill.errors import DataError, RecipeError
+from medistill.models import create_model
+from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+
+TINY = [
+    "teacher_factor=4",  # 56 px teacher
+    "student_factors=[2]",  # 28 px students
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.tensorboard=false",
+    "eval.n_resamples=200",
+    "eval.latency_repeats=2",
+]
+
+
+def tiny_recipe(*extra: str, root: Path | None = None):
+    root = root or demo_data_root()
+    return load_recipe(demo_recipe_path(), [*TINY, *extra], {"demo_data": str(root)})
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    aux = f"aux_data=[{{format: images, root: '{demo_data_root() / 'val'}'}}]"
+    recipe = tiny_recipe("runs=[baseline, kd, kd_aux]", aux)
+    return out, run_recipe(recipe, out, progress=False)
+
+
+def test_every_run_is_trained_evaluated_and_reported(full_run):
+    out, results = full_run
+    roles = [(r["role"], r["factor"], tuple(r["input_size"])) for r in results["runs"]]
+    assert roles == [("teacher", 4, (56, 56)), ("baseline", 8, (28, 28)), ("kd", 8, (28, 28)),
+                     ("kd_aux", 8, (28, 28))]
+    for r in results["runs"]:
+        for name in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy"):
+            m = r["metrics"][name]
+            assert m["low"] <= m["value"] <= m["high"]
+        assert sum(map(sum, r["confusion_matrix"])) == 45  # the demo test split
+        assert r["efficiency"]["gflops"] > 0 and r["efficiency"]["params"] > 1e6
+    teacher, student = results["runs"][0], results["runs"][1]
+    assert teacher["efficiency"]["gflops"] > 3 * student["efficiency"]["gflops"]
+    assert json.loads((out / "results.json").read_text())["runs"][0]["name"] == "seed0/teacher"
+    html = (out / "report.html").read_text()
+    assert "seed0/x2/kd_aux" in html and "data:image/png;base64," in html
+    assert (out / "report.md").is_file()
+
+
+def test_kd_aux_finetunes_only_the_head(full_run):
+    out, _ = full_run
+    distilled, _ = load_model(out / "seed0/x2/kd_aux_distill/best.pt")
+    tuned, _ = load_model(out / "seed0/x2/kd_aux/best.pt")
+    d, t = distilled.state_dict(), tuned.state_dict()
+    changed = {k for k in d if not (d[k] == t[k]).all()}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_existing_output_needs_resume(full_run):
+    out, _ = full_run
+    with pytest.raises(RecipeError, match="--resume"):
+        run_recipe(tiny_recipe("runs=[baseline]"), out, progress=False)
+    # with resume, finished runs are reused, not retrained
+    results = run_recipe(tiny_recipe("runs=[baseline]"), out, resume=True, progress=False)
+    assert [r["role"] for r in results["runs"]] == ["teacher", "baseline"]
+
+
+def test_teacher_checkpoint_with_other_classes_is_rejected(tmp_path):
+    path = tmp_path / "teacher.pt"
+    meta = {"model": {"name": "small_resnet", "kwargs": {}}, "classes": ["a", "b", "c"],
+            "view": {"factor": 4, "upsample": False},
+            "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}}
+    save_model(create_model("small_resnet", 3), meta, path)
+    with pytest.raises(RecipeError, match="classes"):
+        run_recipe(tiny_recipe(f"teacher_checkpoint={path}"), tmp_path / "o", progress=False)
+
+
+def test_corrupt_image_names_the_file_and_leaves_no_report(tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_data_root(), root)
+    bad = sorted((root / "train" / "polyp").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated JPEG
+    with pytest.raises(DataError, match=bad.name):
+        run_recipe(tiny_recipe(root=root), tmp_path / "o", progress=False)
+    assert not (tmp_path / "o" / "report.html").exists()
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=many", "train.epochs"),
+        ("train.epoch=3", "train.epoch: unknown key"),
+        ("kd.resize=[nearest]", "kd.resize.0"),
+        ("stages.teacher={lr: -1}", "stages.teacher: lr"),
+        ("runs=[kd_aux]", "aux_data"),
+    ],
+)
+def test_bad_recipe_values_name_the_key(override, message, tmp_path):
+    with pytest.raises(RecipeError, match=message.replace(".", r"\.")):
+        recipe = tiny_recipe(override)
+        run_recipe(recipe, tmp_path, progress=False)

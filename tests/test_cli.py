@@ -1,0 +1,76 @@
+"""The command line: help, errors as one line with a non-zero exit, profile, evaluate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from medistill.engine import save_model
+from medistill.models import create_model
+from medistill.pipelines import demo_data_root
+
+
+def medistill(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medistill.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["profile"], ["demo"]])
+def test_help_everywhere(command):
+    res = medistill(*command, "--help")
+    assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def test_bad_recipe_is_one_line_naming_the_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: resolution_kd\ndata: {root: x}\ntrain: {epochs: 2, lrr: 0.1}\n")
+    res = medistill("run", str(recipe), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {recipe}: train.lrr: unknown key"
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_root_names_the_file(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    root = tmp_path / "nowhere"
+    recipe.write_text(f"method: resolution_kd\nruns: [baseline]\ndata: {{root: {root}}}\n")
+    res = medistill("run", str(recipe), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert "CSV manifest not found" in res.stderr and "nowhere" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_method_lists_the_known_ones(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: magic\n")
+    res = medistill("run", str(recipe))
+    assert res.returncode == 2 and "resolution_kd" in res.stderr
+
+
+def test_profile_prints_gflops_and_params():
+    res = medistill("profile", "--model", "small_resnet", "--size", "64", "--num-classes", "6",
+                    "--repeats", "2")
+    assert res.returncode == 0, res.stderr
+    assert "params: 1,232,230" in res.stdout and "GFLOPs" in res.stdout
+
+
+def test_evaluate_a_checkpoint_on_a_split(tmp_path):
+    meta = {"model": {"name": "small_resnet", "kwargs": {}},
+            "classes": ["adenocarcinoma", "low_grade_in", "normal", "polyp"],
+            "view": {"factor": 8, "upsample": False},
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    path = save_model(create_model("small_resnet", 4), meta, tmp_path / "m.pt")
+    res = medistill("evaluate", str(path), "--data", str(demo_data_root()), "--split", "val",
+                    "--n-resamples", "100", "--out", str(tmp_path / "ev"))
+    assert res.returncode == 0, res.stderr
+    assert "28x28" in res.stdout
+    assert (tmp_path / "ev" / "report.html").is_file()
+
+
+def test_evaluate_rejects_a_non_model_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = medistill("evaluate", str(bad), "--data", str(demo_data_root()))
+    assert res.returncode == 2 and str(bad) in res.stderr
