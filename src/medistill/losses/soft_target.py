@@ -19,7 +19,7 @@ class SoftTargetKL(nn.Module):
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()
-        if temperature <= 0:
+        if not temperature > 0:  # also rejects NaN
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
