@@ -110,3 +110,18 @@ def test_bad_recipe_values_name_the_key(override, message, tmp_path):
     with pytest.raises(RecipeError, match=message.replace(".", r"\.")):
         recipe = tiny_recipe(override)
         run_recipe(recipe, tmp_path, progress=False)
+
+
+def test_resolutions_in_microns_per_pixel_become_factors():
+    r = tiny_recipe("data.source_mpp=0.5", "teacher_mpp=1.0", "student_mpps=[4.0, 8.0]")
+    assert r.teacher_factor == 2 and r.student_factors == [4, 8]
+    with pytest.raises(RecipeError, match="source_mpp"):
+        tiny_recipe("teacher_mpp=1.0")
+
+
+def test_upsampled_student_sees_the_original_size(tmp_path):
+    recipe = tiny_recipe("runs=[baseline]", "upsample_student=true", "eval.latency=false")
+    results = run_recipe(recipe, tmp_path, progress=False)
+    assert results["runs"][1]["input_size"] == [224, 224]
+    _, meta = load_model(tmp_path / "seed0/x2/baseline/best.pt")
+    assert meta["view"] == {"factor": 8, "upsample": True}

@@ -49,16 +49,16 @@ def make_augment(cfg: AugmentConfig) -> Augment | None:
 
 def make_dataset(
     samples: SampleList,
-    views: dict[str, float],
+    views: dict[str, ResolutionView],
     data: DataConfig,
     normalization: dict[str, list[float]],
     augment: Augment | None = None,
     seed: int = 0,
 ) -> PairedViewDataset:
-    """A :class:`PairedViewDataset` with one :class:`ResolutionView` per (name, factor)."""
+    """A :class:`PairedViewDataset` of the named views."""
     return PairedViewDataset(
         samples.samples,
-        {name: ResolutionView(factor=f) for name, f in views.items()},
+        views,
         mean=normalization["mean"],
         std=normalization["std"],
         augment=augment,

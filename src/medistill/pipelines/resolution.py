@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medistill.config import (
     AugmentConfig,
@@ -30,7 +30,7 @@ from medistill.config import (
     TrainConfig,
     merge_train,
 )
-from medistill.data import SampleList, channel_stats
+from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import atomic_write_text, load_model
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
@@ -66,6 +66,9 @@ class ResolutionRecipe(StrictModel):
     teacher_checkpoint: str | None = None
     teacher_factor: float = Field(1.0, ge=1)
     student_factors: list[float] = Field([2.0, 4.0, 8.0, 16.0], min_length=1)
+    teacher_mpp: float | None = Field(None, gt=0, description="instead of teacher_factor")
+    student_mpps: list[float] | None = Field(None, description="instead of student_factors")
+    upsample_student: bool = Field(False, description="resize student views back up")
     runs: list[Literal["baseline", "kd", "kd_aux"]] = ["baseline", "kd", "kd_aux"]
     seeds: list[int] = Field([0], min_length=1)
     augment: AugmentConfig = AugmentConfig()
@@ -73,6 +76,22 @@ class ResolutionRecipe(StrictModel):
     stages: dict[Stage, dict[str, Any]] = {}
     kd: KDConfig = KDConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _mpp_to_factors(self) -> ResolutionRecipe:
+        """Resolutions given in microns per pixel become factors (needs data.source_mpp)."""
+        if self.teacher_mpp is None and self.student_mpps is None:
+            return self
+        src = self.data.source_mpp
+        if src is None:
+            raise ValueError("teacher_mpp/student_mpps need data.source_mpp")
+        if self.teacher_mpp is not None:
+            self.teacher_factor = self.teacher_mpp / src
+        if self.student_mpps is not None:
+            self.student_factors = [m / src / self.teacher_factor for m in self.student_mpps]
+        if self.teacher_factor < 1 or min(self.student_factors) <= 0:
+            raise ValueError("resolutions must not be finer than data.source_mpp")
+        return self
 
     def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
         cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
@@ -107,18 +126,18 @@ class ResolutionPipeline:
                 aux += load_split(cfg, split, labeled=False).samples
         self.aux_samples = SampleList(aux, [])
 
-    def _meta(self, spec: ModelConfig, factor: float) -> dict[str, Any]:
+    def _meta(self, spec: ModelConfig, factor: float, upsample: bool = False) -> dict[str, Any]:
         return {
             "task": "classification",
             "model": spec.model_dump(),
             "classes": self.classes,
-            "view": {"factor": factor, "upsample": False},
+            "view": {"factor": factor, "upsample": upsample},
             "normalization": self.norm,
             "image_size": self.r.data.image_size,
         }
 
     # -- one run ----------------------------------------------------------------------------
-    def _train(self, name: str, method, views: dict[str, float], samples: SampleList,
+    def _train(self, name: str, method, views: dict[str, ResolutionView], samples: SampleList,
                cfg: TrainConfig, meta: dict) -> Path:
         run_dir = self.out / name
         if (run_dir / "train_done.json").is_file():
@@ -179,7 +198,8 @@ class ResolutionPipeline:
                 )
             return Path(r.teacher_checkpoint)
         model = create_model(r.teacher.name, len(self.classes), **r.teacher.kwargs)
-        return self._train(f"seed{seed}/teacher", Supervised(model), {"input": r.teacher_factor},
+        view = ResolutionView(r.teacher_factor)
+        return self._train(f"seed{seed}/teacher", Supervised(model), {"input": view},
                            self.train_samples, r.stage_train("teacher", seed),
                            self._meta(r.teacher, r.teacher_factor))
 
@@ -211,11 +231,12 @@ class ResolutionPipeline:
             for rel in r.student_factors:
                 factor = r.teacher_factor * rel
                 base = f"seed{seed}/x{rel:g}"
-                meta = self._meta(r.student, factor)
-                pair = {"teacher": r.teacher_factor, "student": factor}
+                meta = self._meta(r.student, factor, r.upsample_student)
+                view = ResolutionView(factor, upsample=r.upsample_student)
+                pair = {"teacher": ResolutionView(r.teacher_factor), "student": view}
                 if "baseline" in r.runs:
                     path = self._train(f"{base}/baseline", Supervised(self._student()),
-                                       {"input": factor}, self.train_samples,
+                                       {"input": view}, self.train_samples,
                                        r.stage_train("baseline", seed), meta)
                     runs.append(self._evaluate(f"{base}/baseline", "baseline", factor, seed, path))
                 if "kd" in r.runs:
@@ -228,7 +249,7 @@ class ResolutionPipeline:
                     student, _ = load_model(path)
                     student.reset_head()
                     path = self._train(f"{base}/kd_aux", Supervised(student, head_only=True),
-                                       {"input": factor}, self.train_samples,
+                                       {"input": view}, self.train_samples,
                                        r.stage_train("finetune", seed), meta)
                     runs.append(self._evaluate(f"{base}/kd_aux", "kd_aux", factor, seed, path))
         results = {
