@@ -56,17 +56,18 @@ def main() -> None:
     print(summary_table(results["runs"]))
 
 
-def summary_table(runs: list[dict]) -> str:
+def summary_table(runs: list[dict], order: list[str] | None = None) -> str:
+    """Markdown table: one row per (factor, role), mean ± sd over seeds + per-seed CIs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         groups[(r["factor"], r["role"])].append(r)
-    order = {"teacher": 0, "baseline": 1, "kd": 2, "kd_aux": 3}
+    rank = {role: i for i, role in enumerate(order or ["teacher", "baseline", "kd", "kd_aux"])}
     lines = [
         "| magnification | input px | run | seeds | accuracy (mean ± sd) | macro F1 (mean ± sd) "
         "| per-seed accuracy [95% CI] | GFLOPs | params |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (_factor, role), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+    for (_factor, role), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], rank[kv[0][1]])):
         acc = [r["metrics"]["accuracy"]["value"] for r in rs]
         f1 = [r["metrics"]["macro_f1"]["value"] for r in rs]
         def sd(v: list[float]) -> float:

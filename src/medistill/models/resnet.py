@@ -99,22 +99,22 @@ def small_resnet(num_classes: int, in_channels: int = 3, norm: str = "group", gr
                             norm, groups)
 
 
-@MODELS.register("resnet18")
-def resnet18(num_classes: int, in_channels: int = 3, norm: str = "batch",
-             groups: int = 32) -> ResNetClassifier:
-    return ResNetClassifier("basic", (2, 2, 2, 2), (64, 128, 256, 512), num_classes,
-                            in_channels, norm, groups)
+#: standard ImageNet layouts: name -> (block, blocks per stage)
+STANDARD = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+}
 
 
-@MODELS.register("resnet34")
-def resnet34(num_classes: int, in_channels: int = 3, norm: str = "batch",
-             groups: int = 32) -> ResNetClassifier:
-    return ResNetClassifier("basic", (3, 4, 6, 3), (64, 128, 256, 512), num_classes,
-                            in_channels, norm, groups)
+def _standard(block: str, layers: tuple[int, ...]):
+    def factory(num_classes: int, in_channels: int = 3, norm: str = "batch",
+                groups: int = 32) -> ResNetClassifier:
+        return ResNetClassifier(block, layers, (64, 128, 256, 512), num_classes, in_channels,
+                                norm, groups)
+
+    return factory
 
 
-@MODELS.register("resnet50")
-def resnet50(num_classes: int, in_channels: int = 3, norm: str = "batch",
-             groups: int = 32) -> ResNetClassifier:
-    return ResNetClassifier("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), num_classes,
-                            in_channels, norm, groups)
+for _name, (_block, _layers) in STANDARD.items():
+    MODELS.register(_name)(_standard(_block, _layers))
