@@ -144,6 +144,57 @@ def demo(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A model file (a run's best.pt).")],
+    format_: Annotated[str, typer.Option("--format", help="'onnx' or 'torchscript'.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        help="Exported file (default: next to the checkpoint, .onnx or .torchscript.pt).")] = None,
+    input_size: Annotated[str | None, typer.Option(
+        help="Model input size after downsampling, 'H' or 'HxW' (or 'H W'); only needed "
+             "when the model file has no image_size.")] = None,
+    atol: Annotated[float, typer.Option(help="Largest accepted logit difference.")] = 1e-3,
+) -> None:
+    """Export a model file to ONNX or TorchScript (logits out), checked against PyTorch."""
+    from medistill.deploy import export_model
+    from medistill.errors import CheckpointError
+
+    size = None
+    if input_size is not None:
+        import re
+
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX,\s]\s*(\d+))?\s*", input_size)
+        if not match:
+            raise CheckpointError(f"--input-size must be 'H' or 'HxW', got {input_size!r}")
+        size = tuple(int(g) for g in match.groups() if g is not None)
+    if out is None:
+        fmt = format_.lower()
+        out = checkpoint.with_name(
+            checkpoint.stem + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
+    res = export_model(checkpoint, out, format_, input_size=size, atol=atol)
+    h, w = res["input_size"]
+    typer.echo(f"exported: {res['path']} ({res['format']}, input 3x{h}x{w}, logits out)")
+    typer.echo(f"max abs difference vs PyTorch: {res['max_abs_diff']:.3g}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="An exported model (.onnx or TorchScript .pt).")],
+    images: Annotated[Path, typer.Option(help="Folder of images (searched recursively).")],
+    out: Annotated[Path, typer.Option(help="Predictions CSV.")] = Path("predictions.csv"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+) -> None:
+    """Classify every image in a folder with an exported model; write a CSV."""
+    from collections import Counter
+
+    from medistill.deploy import predict_folder
+
+    rows = predict_folder(model, images, out, batch_size=batch_size)
+    counts = Counter(r["prediction"] for r in rows)
+    typer.echo(f"{len(rows)} images: " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    typer.echo(f"predictions: {out}")
+
+
 def main() -> None:
     try:
         app()
