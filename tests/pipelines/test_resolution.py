@@ -125,3 +125,15 @@ def test_upsampled_student_sees_the_original_size(tmp_path):
     assert results["runs"][1]["input_size"] == [224, 224]
     _, meta = load_model(tmp_path / "seed0/x2/baseline/best.pt")
     assert meta["view"] == {"factor": 8, "upsample": True}
+
+
+def test_a_run_does_not_depend_on_the_other_runs_of_the_recipe(full_run, tmp_path):
+    """Same seed, same settings -> the same KD student, whether or not a baseline ran first."""
+    out, results = full_run
+    alone = run_recipe(tiny_recipe("runs=[kd]"), tmp_path, progress=False)
+    kd = [r for r in results["runs"] if r["role"] == "kd"][0]
+    assert alone["runs"][1]["role"] == "kd"
+    assert alone["runs"][1]["confusion_matrix"] == kd["confusion_matrix"]
+    a, _ = load_model(out / "seed0/x2/kd/best.pt")
+    b, _ = load_model(tmp_path / "seed0/x2/kd/best.pt")
+    assert all((a.state_dict()[k] == b.state_dict()[k]).all() for k in a.state_dict())

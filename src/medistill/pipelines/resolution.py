@@ -32,7 +32,7 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import Trainer
+from medistill.engine.trainer import Trainer, seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.models import create_model
@@ -197,19 +197,21 @@ class ResolutionPipeline:
                     f"{meta['view']['factor']}, the recipe says teacher_factor={r.teacher_factor}"
                 )
             return Path(r.teacher_checkpoint)
+        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
         model = create_model(r.teacher.name, len(self.classes), **r.teacher.kwargs)
         view = ResolutionView(r.teacher_factor)
         return self._train(f"seed{seed}/teacher", Supervised(model), {"input": view},
                            self.train_samples, r.stage_train("teacher", seed),
                            self._meta(r.teacher, r.teacher_factor))
 
-    def _student(self) -> Any:
+    def _student(self, seed: int) -> Any:
+        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
         return create_model(self.r.student.name, len(self.classes), **self.r.student.kwargs)
 
     def _kd(self, teacher_path: Path, seed: int) -> ResolutionKD:
         teacher, _ = load_model(teacher_path)
         k = self.r.kd
-        return ResolutionKD(teacher, self._student(), temperature=k.temperature,
+        return ResolutionKD(teacher, self._student(seed), temperature=k.temperature,
                             soft_weight=k.soft_weight, pixel_weight=k.pixel_weight,
                             resize=k.resize, label_weight=k.label_weight)
 
@@ -235,7 +237,7 @@ class ResolutionPipeline:
                 view = ResolutionView(factor, upsample=r.upsample_student)
                 pair = {"teacher": ResolutionView(r.teacher_factor), "student": view}
                 if "baseline" in r.runs:
-                    path = self._train(f"{base}/baseline", Supervised(self._student()),
+                    path = self._train(f"{base}/baseline", Supervised(self._student(seed)),
                                        {"input": view}, self.train_samples,
                                        r.stage_train("baseline", seed), meta)
                     runs.append(self._evaluate(f"{base}/baseline", "baseline", factor, seed, path))
