@@ -27,3 +27,20 @@ __all__ = [
     "scan_folders",
     "scan_images",
 ]
+
+# information-sparse views (More From Less, Farndale et al., 2023)
+from medistill.data.sparse import (  # noqa: E402
+    InstanceMapLookup,
+    NucleiMaskView,
+    SparseView,
+    nuclear_mask_image,
+    segment_nuclei,
+)
+
+__all__ += [
+    "InstanceMapLookup",
+    "NucleiMaskView",
+    "SparseView",
+    "nuclear_mask_image",
+    "segment_nuclei",
+]

@@ -5,3 +5,13 @@ from medistill.methods.resolution_kd import ResolutionKD
 from medistill.methods.supervised import Supervised
 
 __all__ = ["Method", "ResolutionKD", "Supervised", "freeze"]
+
+# self-supervised joint-embedding distillation (More From Less, Farndale et al., 2023)
+from medistill.methods.joint_embedding import (  # noqa: E402
+    Expander,
+    JointEmbedding,
+    LinearProbe,
+    ProbedClassifier,
+)
+
+__all__ += ["Expander", "JointEmbedding", "LinearProbe", "ProbedClassifier"]
