@@ -195,6 +195,42 @@ def predict(
     typer.echo(f"predictions: {out}")
 
 
+@app.command("predict-wsi")
+def predict_wsi_command(
+    slide: Annotated[Path, typer.Argument(help="A whole-slide image OpenSlide reads (.svs, ...).")],
+    model: Annotated[Path, typer.Option(
+        help="A model file (a run's best.pt) or an exported model (.onnx / TorchScript .pt).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    mpp: Annotated[float | None, typer.Option(
+        help="Process at this many microns per pixel (the resolution the model expects).")] = None,
+    magnification: Annotated[float | None, typer.Option(
+        help="Or at this objective magnification (e.g. 5 for 5x).")] = None,
+    tile_px: Annotated[int | None, typer.Option(
+        min=1, help="Tile side in pixels (default: the model's input size).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = 64,
+    tissue_threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Keep tiles with at least this tissue fraction.")] = 0.5,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Classify every tissue tile of a whole slide; write heatmap, overlay, tiles.csv, summary."""
+    from medistill.deploy import predict_wsi
+    from medistill.errors import DataError
+
+    if mpp is not None and magnification is not None:
+        raise DataError("give --mpp or --magnification, not both")
+    s = predict_wsi(slide, model, out, mpp=mpp, magnification=magnification, tile_px=tile_px,
+                    batch_size=batch_size, tissue_threshold=tissue_threshold, progress=progress)
+    where = f"{s['mpp']:.4g} mpp" if s["mpp"] else f"downsample {s['downsample']:.4g}"
+    typer.echo(f"resolution: {where} (level {s['level']}, Lanczos x{s['resample_factor']:.4g}); "
+               f"{s['resolution_rule']}")
+    rate = s["tiles_per_second"] or 0.0
+    typer.echo(f"tiles: {s['n_tiles_tissue']} tissue of {s['n_tiles_total']} "
+               f"({s['tile_px']} px); {s['seconds']:.1f} s, {rate:.1f} tiles/s")
+    typer.echo("classes: " + ", ".join(f"{c} {n}" for c, n in s["class_counts"].items()))
+    for path in s["files"].values():
+        typer.echo(f"wrote: {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -14,6 +14,7 @@ from medistill.deploy.predict import (
     read_sidecar,
     sidecar_path,
 )
+from medistill.deploy.wsi import predict_wsi
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -22,6 +23,7 @@ __all__ = [
     "export_model",
     "load_exported",
     "predict_folder",
+    "predict_wsi",
     "read_sidecar",
     "sidecar_path",
 ]
