@@ -35,7 +35,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--teacher-epochs", type=int, default=25)
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra key=value")
+    p.add_argument("--summarize", action="store_true",
+                   help="only print the table of the runs already evaluated in --out")
     args = p.parse_args()
+    if args.summarize:
+        print(summary_table(collect(args.out)))
+        return
 
     overrides = [
         f"data.root={args.data}",
@@ -54,6 +59,11 @@ def main() -> None:
     results = run_recipe(recipe, args.out, resume=True, progress=False)
     print(f"\nwall time {time.time() - start:.0f} s; report: {args.out}/report.html\n")
     print(summary_table(results["runs"]))
+
+
+def collect(out: str | Path) -> list[dict]:
+    """Every evaluated run in a (possibly unfinished) benchmark folder."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("seed*/**/eval.json"))]
 
 
 def summary_table(runs: list[dict], order: list[str] | None = None) -> str:
