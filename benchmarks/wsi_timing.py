@@ -50,6 +50,8 @@ def main() -> None:
                    help="best.pt or an exported model (default: an untrained tiny model)")
     p.add_argument("--mpp", type=float, nargs="+", default=[0.5, 2.0])
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tile-px", type=int, default=None,
+                   help="tile size (needed for models trained without a fixed image_size)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None, help="keep the outputs here")
     args = p.parse_args()
@@ -61,7 +63,7 @@ def main() -> None:
         model = args.model or tiny_model(tmp)
         out = args.out or tmp / "out"
         predict_wsi(args.slide, model, out / "warmup", mpp=max(args.mpp), progress=False,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, tile_px=args.tile_px)
         print(f"slide: {args.slide.name}  model: {model if args.model else 'tiny (untrained)'}  "
               f"torch threads: {torch.get_num_threads()}  batch: {args.batch_size}")
         print(f"{'mpp':>6} {'level':>5} {'lanczos':>8} {'tile px':>7} {'tiles':>7} {'of grid':>8} "
@@ -70,7 +72,7 @@ def main() -> None:
         for mpp in args.mpp:
             start = time.perf_counter()
             s = predict_wsi(args.slide, model, out / f"mpp{mpp:g}", mpp=mpp, progress=False,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, tile_px=args.tile_px)
             seconds[mpp] = time.perf_counter() - start
             print(f"{s['mpp']:>6.3g} {s['level']:>5} {s['resample_factor']:>8.3g} "
                   f"{s['tile_px']:>7} {s['n_tiles_tissue']:>7} {s['n_tiles_total']:>8} "
