@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medistill.losses.checks import check_embedding_pair
+
 
 class NTXentLoss(nn.Module):
     """``1/(2N) * sum_k l(k)`` over the 2N views, ``l(i, j) = -log softmax_{k != i}(sim / T)_j``.
@@ -36,18 +38,8 @@ class NTXentLoss(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        if z_a.ndim != 2 or z_b.ndim != 2:
-            raise ValueError(
-                f"NTXentLoss expects 2-D (batch, dim) embeddings, got shapes "
-                f"{tuple(z_a.shape)} and {tuple(z_b.shape)}"
-            )
-        if z_a.shape != z_b.shape:
-            raise ValueError(
-                f"NTXentLoss embeddings differ in shape: {tuple(z_a.shape)} vs {tuple(z_b.shape)}"
-            )
+        check_embedding_pair(z_a, z_b, "NTXentLoss")
         n = z_a.shape[0]
-        if n < 2:
-            raise ValueError(f"NTXentLoss needs a batch of at least 2 samples, got {n}")
         views = F.normalize(torch.cat([z_a, z_b]), dim=1)
         logits = views @ views.T / self.temperature
         self_mask = torch.eye(2 * n, dtype=torch.bool, device=logits.device)

@@ -16,27 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medistill.losses.checks import check_embedding_pair
+
 TERMS = ("invariance", "variance", "covariance")
 
 
 def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     """The off-diagonal entries of a square (D, D) matrix, as a flat tensor."""
     return matrix[~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)]
-
-
-def _check_pair(z_a: torch.Tensor, z_b: torch.Tensor, loss: str) -> None:
-    """Raise ``ValueError`` unless ``z_a`` and ``z_b`` are same-shape (N, D) with N >= 2."""
-    if z_a.ndim != 2 or z_b.ndim != 2:
-        raise ValueError(
-            f"{loss} expects 2-D (batch, dim) embeddings, got shapes {tuple(z_a.shape)} and "
-            f"{tuple(z_b.shape)}; flatten or pool feature maps first"
-        )
-    if z_a.shape != z_b.shape:
-        raise ValueError(
-            f"{loss} embeddings differ in shape: {tuple(z_a.shape)} vs {tuple(z_b.shape)}"
-        )
-    if z_a.shape[0] < 2:
-        raise ValueError(f"{loss} needs a batch of at least 2 samples, got {z_a.shape[0]}")
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -85,7 +72,7 @@ class VICRegLoss(nn.Module):
 
         The values keep their autograd graph; call ``.item()`` (or ``.detach()``) to log them.
         """
-        _check_pair(z_a, z_b, "VICRegLoss")
+        check_embedding_pair(z_a, z_b, "VICRegLoss")
         invariance = F.mse_loss(z_a, z_b)
         variance = (self._variance(z_a) + self._variance(z_b)) / 2
         covariance = self._covariance(z_a) + self._covariance(z_b)
