@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from medistill.engine.checkpoint import atomic_write_text
 
 
 class RunLogger:
@@ -26,12 +29,11 @@ class RunLogger:
         keys: list[str] = []
         for row in history:
             keys += [k for k in row if k not in keys]
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(history)
-        tmp.replace(self.csv_path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.csv_path, text.getvalue())
 
     def log_epoch(self, history: list[dict[str, float]]) -> None:
         self.write_history(history)
