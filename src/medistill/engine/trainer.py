@@ -29,7 +29,6 @@ from medistill.engine.checkpoint import load_checkpoint, save_checkpoint, save_m
 from medistill.engine.logging import RunLogger
 from medistill.errors import CheckpointError, TrainingError
 from medistill.methods.base import Method
-from medistill.metrics import confusion_matrix, metrics_from_confusion
 
 TRAINER_FORMAT = "medistill-trainer/1"
 
@@ -139,12 +138,9 @@ class Trainer:
         if self.val_set is None:
             return {}
         self.method.eval()
-        logits, labels = predict_loader(
-            self.method.predict, self._loader(self.val_set, shuffle=False), self.device
-        )
-        k = self.num_classes or logits.shape[1]
-        cm = confusion_matrix(labels, logits.argmax(1), k)
-        return {f"val_{name}": float(v) for name, v in metrics_from_confusion(cm).items()}
+        loader = self._loader(self.val_set, shuffle=False)
+        scores = self.method.validation_metrics(loader, self.device, self.num_classes)
+        return {f"val_{name}": float(v) for name, v in scores.items()}
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:

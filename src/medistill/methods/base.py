@@ -15,6 +15,10 @@ class Method(nn.Module):
         ``predict(batch) -> (logits, labels)``: evaluation outputs of the deployable model;
         ``deployable() -> nn.Module``: the model that is evaluated, checkpointed and exported.
 
+    ``validation_metrics`` turns a validation loader into named scores (higher is better for the
+    one the trainer selects on); the default is classification (accuracy, macro F1, ...) from
+    ``predict``. Segmentation methods override it.
+
     Frozen modules (a teacher) should be registered under a name listed in
     ``frozen_prefixes``: they are kept in eval mode and left out of training checkpoints.
     """
@@ -29,6 +33,17 @@ class Method(nn.Module):
 
     def deployable(self) -> nn.Module:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_metrics(
+        self, loader, device: torch.device, num_classes: int | None = None
+    ) -> dict[str, float]:
+        from medistill.engine.trainer import predict_loader
+        from medistill.metrics import confusion_matrix, metrics_from_confusion
+
+        logits, labels = predict_loader(self.predict, loader, device)
+        cm = confusion_matrix(labels, logits.argmax(1), num_classes or logits.shape[1])
+        return {name: float(v) for name, v in metrics_from_confusion(cm).items()}
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
