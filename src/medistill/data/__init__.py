@@ -10,6 +10,7 @@ from medistill.data.records import (
     scan_folders,
     scan_images,
 )
+from medistill.data.ssl_augment import SSLAugment
 from medistill.data.transforms import Augment, ResolutionView, lanczos_resize
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Augment",
     "PairedViewDataset",
     "ResolutionView",
+    "SSLAugment",
     "Sample",
     "SampleList",
     "channel_stats",

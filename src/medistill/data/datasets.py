@@ -1,7 +1,8 @@
 """Paired-view classification dataset.
 
 Each item is ``{"views": {name: (C, H, W) tensor}, "label": int, "index": int}``: the same image
-at every requested resolution (e.g. ``teacher`` and ``student``), augmented identically, and
+at every requested resolution (e.g. ``teacher`` and ``student``), augmented identically (or
+independently per view, for self-supervised pairs), and
 normalised with per-channel statistics. Randomness comes from ``(seed, epoch, index)`` only, so a
 resumed run and a run with DataLoader workers see exactly the same augmentations.
 """
@@ -32,13 +33,17 @@ def center_crop_or_pad(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class PairedViewDataset(Dataset):
-    """Images at several resolutions, sharing one augmentation.
+    """Images at several resolutions (or other views), sharing one augmentation by default.
 
     Args:
         samples: the images and labels (label -1 = unlabeled).
         views: name -> :class:`ResolutionView`.
         mean, std: per-channel normalisation (of the training set, in [0, 1] units).
-        augment: the shared augmentation, or None (evaluation).
+        augment: the augmentation (:class:`Augment`, :class:`~medistill.data.SSLAugment` or
+            anything with ``sample_params(rng)`` and ``apply(x, params)``), or None (evaluation).
+        independent_views: draw the augmentation separately for every view (self-supervised
+            pairs: two views that differ by augmentation) instead of once per sample (paired
+            distillation: teacher and student see the same augmented image).
         image_size: centre-crop/pad originals to this square size first (None: keep).
         seed: augmentation seed; call :meth:`set_epoch` every epoch.
         cache: keep the degraded views in memory (uint8) after their first use.
@@ -51,6 +56,7 @@ class PairedViewDataset(Dataset):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
         augment: Augment | None = None,
+        independent_views: bool = False,
         image_size: int | None = None,
         seed: int = 0,
         cache: bool = True,
@@ -62,6 +68,7 @@ class PairedViewDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.augment = augment
+        self.independent_views = independent_views
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
@@ -96,10 +103,13 @@ class PairedViewDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             params = self.augment.sample_params(rng)
         views = {}
-        for name in self.views:
+        for number, name in enumerate(self.views):
             x = to_tensor(self.view_array(index, name))
-            if params is not None:
-                x = Augment.apply(x, params)
+            if self.augment is not None:
+                if self.independent_views and number > 0:
+                    rng = np.random.default_rng([self.seed, self.epoch, index, number])
+                    params = self.augment.sample_params(rng)
+                x = self.augment.apply(x, params)
             views[name] = (x - self.mean) / self.std
         return {"views": views, "label": self.samples[index].label, "index": index}
 

@@ -125,15 +125,23 @@ class Augment:
             x = torch.rot90(x, int(p["rot"]), dims=(-2, -1))
         if x.shape[0] != 3:
             return x.contiguous()
-        x = x * p["brightness"]
-        gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
-        x = (x - gray.mean()) * p["contrast"] + gray.mean()
-        gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
-        x = (x - gray) * p["saturation"] + gray
-        if p["hue"]:
-            a = 2 * math.pi * p["hue"]
-            c, s = math.cos(a), math.sin(a)
-            rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-            m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
-            x = torch.einsum("ij,jhw->ihw", m, x)
-        return x.clamp_(0.0, 1.0).contiguous()
+        return color_jitter(x, p["brightness"], p["contrast"], p["saturation"], p["hue"])
+
+
+def color_jitter(
+    x: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float
+) -> torch.Tensor:
+    """Brightness, contrast, saturation factors and a hue rotation (turns) of a (3, H, W) image
+    in [0, 1], clamped to [0, 1]. Factors of 1 and hue 0 leave the image unchanged."""
+    x = x * brightness
+    gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
+    x = (x - gray.mean()) * contrast + gray.mean()
+    gray = (_RGB_TO_YIQ[0].view(3, 1, 1) * x).sum(0, keepdim=True)
+    x = (x - gray) * saturation + gray
+    if hue:
+        a = 2 * math.pi * hue
+        c, s = math.cos(a), math.sin(a)
+        rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+        m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+        x = torch.einsum("ij,jhw->ihw", m, x)
+    return x.clamp_(0.0, 1.0).contiguous()
