@@ -13,7 +13,7 @@ from medistill.config import TrainConfig
 from medistill.data import Augment, PairedViewDataset, ResolutionView, SparseView, read_manifest
 from medistill.engine import Trainer, load_model
 from medistill.errors import RecipeError, TrainingError
-from medistill.methods import Expander, JointEmbedding, LinearProbe
+from medistill.methods import Expander, FeatureDataset, JointEmbedding, LinearProbe
 from medistill.models import Classifier, create_model
 from medistill.pipelines import demo_data_root
 
@@ -210,6 +210,20 @@ def test_linear_probe_deployable_is_a_classifier() -> None:
     rebuilt = create_model("small_resnet", num_classes=4)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert torch.allclose(rebuilt.eval()(x)[1], logits, atol=1e-6)
+
+
+def test_feature_dataset_gives_the_probe_the_same_logits() -> None:
+    encoder = _encoder(0)
+    probe = LinearProbe(encoder, num_classes=3, view="sparse").eval()
+    batch = _batch()
+    items = [{"views": {"sparse": batch["views"]["sparse"][i]}, "label": int(batch["label"][i])}
+             for i in range(8)]
+    feats = FeatureDataset.extract(encoder, items, "sparse", batch_size=3)
+    assert len(feats) == 8 and feats.features.shape == (8, 256)
+    assert torch.equal(feats.labels, batch["label"])
+    cached = {"features": feats.features, "label": feats.labels}
+    assert torch.allclose(probe.predict(cached)[0], probe.predict(batch)[0], atol=1e-5)
+    assert feats[2]["index"] == 2 and torch.equal(feats[2]["features"], feats.features[2])
 
 
 # -- with the trainer -----------------------------------------------------------------------------

@@ -56,8 +56,9 @@ class SSLAugment:
 
     def __post_init__(self) -> None:
         for name in ("p_crop", "p_noise", "p_rotate", "p_solarize", "p_jitter"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise RecipeError(f"ssl_augment.{name} must be in [0, 1], got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise RecipeError(f"ssl_augment.{name} must be in [0, 1], got {value}")
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise RecipeError(f"ssl_augment.crop_scale must satisfy 0 < low <= high <= 1, "
@@ -70,7 +71,8 @@ class SSLAugment:
         crop = None
         if rng.random() < self.p_crop:
             area = rng.uniform(*self.crop_scale)
-            ratio = math.exp(rng.uniform(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])))
+            lo, hi = (math.log(r) for r in self.crop_ratio)
+            ratio = math.exp(rng.uniform(lo, hi))
             # fractions of the height and width kept, then the top-left corner (as fractions)
             fh, fw = min(1.0, math.sqrt(area / ratio)), min(1.0, math.sqrt(area * ratio))
             crop = (fh, fw, float(rng.uniform(0, 1 - fh)), float(rng.uniform(0, 1 - fw)))

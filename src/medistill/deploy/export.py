@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medistill.data.transforms import degraded_size
+from medistill.data.views import view_input_size
 from medistill.deploy.predict import (
     EXPORT_SCHEMA,
     INPUT_NAME,
@@ -71,13 +71,12 @@ def export_input_size(
     image_size = meta.get("image_size")
     if image_size:
         s = int(image_size)
-        view = meta["view"]
-        derived = (s, s) if view.get("upsample") else degraded_size(s, s, view["factor"])
+        derived = view_input_size(meta["view"], (s, s))
         if input_size is not None and _size_pair(input_size, source) != tuple(derived):
             h, w = _size_pair(input_size, source)
             raise CheckpointError(
                 f"{source}: the model takes {derived[0]}x{derived[1]} inputs (image_size "
-                f"{image_size}, factor {meta['view']['factor']:g}), not the requested {h}x{w}"
+                f"{image_size}, view {meta['view']}), not the requested {h}x{w}"
             )
         return (int(derived[0]), int(derived[1])), False
     if input_size is None:

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medistill.data import ResolutionView, list_images, load_image
+from medistill.data import list_images, load_image
 from medistill.data.datasets import center_crop_or_pad
 from medistill.data.transforms import to_tensor
+from medistill.data.views import view_from_spec
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.errors import CheckpointError, DataError, MedistillError
 
@@ -127,13 +128,12 @@ class Preprocess:
     """Original RGB ``uint8`` image -> the normalised (3, H, W) float32 model input.
 
     Exactly what evaluation feeds the PyTorch model (``PairedViewDataset`` without
-    augmentation): optional centre crop/pad to ``image_size``, the Lanczos ``ResolutionView``
-    degradation, [0, 1] scaling and per-channel normalisation.
+    augmentation): optional centre crop/pad to ``image_size``, the view (e.g. the Lanczos
+    ``ResolutionView`` degradation), [0, 1] scaling and per-channel normalisation.
     """
 
     def __init__(self, info: dict[str, Any]) -> None:
-        view = info["view"]
-        self.view = ResolutionView(factor=view["factor"], upsample=view.get("upsample", False))
+        self.view = view_from_spec(info["view"])
         self.image_size = info.get("image_size")
         norm = info["normalization"]
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(-1, 1, 1)

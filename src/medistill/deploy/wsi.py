@@ -199,6 +199,11 @@ def model_tile_geometry(
     upsampled bilinearly to the model input, as ``ResolutionView`` does in training.
     """
     view = info["view"]
+    if view.get("kind", "resolution") != "resolution":
+        raise CheckpointError(
+            f"{source} was trained on {view.get('kind')} views; whole-slide prediction needs a "
+            "resolution view (a model trained on downsampled images)"
+        )
     factor = float(view.get("factor", 1.0))
     upsample = bool(view.get("upsample", False))
     image_size = info.get("image_size")

@@ -9,9 +9,10 @@ __all__ = ["Method", "ResolutionKD", "Supervised", "freeze"]
 # self-supervised joint-embedding distillation (More From Less, Farndale et al., 2023)
 from medistill.methods.joint_embedding import (  # noqa: E402
     Expander,
+    FeatureDataset,
     JointEmbedding,
     LinearProbe,
     ProbedClassifier,
 )
 
-__all__ += ["Expander", "JointEmbedding", "LinearProbe", "ProbedClassifier"]
+__all__ += ["Expander", "FeatureDataset", "JointEmbedding", "LinearProbe", "ProbedClassifier"]

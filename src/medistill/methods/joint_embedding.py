@@ -289,17 +289,53 @@ class LinearProbe(Method):
         self.head = nn.Linear(encoder.feature_channels, num_classes)
         self.view = view
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, batch: dict) -> torch.Tensor:
+        """Pooled frozen-encoder features of the batch's view, or ``batch["features"]`` when
+        the batch already carries them (see :class:`FeatureDataset`: with a frozen encoder and
+        no augmentation the features are the same every epoch, so they are computed once)."""
+        if "features" in batch:
+            return batch["features"]
         with torch.no_grad():
-            return pooled_features(self.encoder, x)
+            return pooled_features(self.encoder, batch["views"][self.view])
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits = self.head(self.features(batch["views"][self.view]))
+        logits = self.head(self.features(batch))
         return {"loss": F.cross_entropy(logits, batch["label"])}
 
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.features(batch["views"][self.view])), batch["label"]
+        return self.head(self.features(batch)), batch["label"]
 
     def deployable(self) -> ProbedClassifier:
         """Encoder + probe head as one model returning ``(features, logits)``."""
         return ProbedClassifier(self.encoder, self.head)
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Pooled features of a frozen encoder, computed once: items ``{"features", "label",
+    "index"}`` for :class:`LinearProbe` (100 probe epochs cost one encoder pass)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(features) != len(labels):
+            raise TrainingError(f"{len(features)} feature rows for {len(labels)} labels")
+        self.features, self.labels = features, labels
+
+    @classmethod
+    @torch.no_grad()
+    def extract(cls, encoder: Classifier, dataset: torch.utils.data.Dataset, view: str,
+                batch_size: int = 64, device: str | torch.device = "cpu") -> FeatureDataset:
+        """Run ``encoder`` (in eval mode) over ``dataset``'s ``view``."""
+        was_training = encoder.training
+        encoder.eval().to(device)
+        feats, labels = [], []
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        for batch in loader:
+            feats.append(pooled_features(encoder, batch["views"][view].to(device)).cpu())
+            labels.append(torch.as_tensor(batch["label"]))
+        encoder.train(was_training)
+        return cls(torch.cat(feats), torch.cat(labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"features": self.features[index], "label": self.labels[index], "index": index}

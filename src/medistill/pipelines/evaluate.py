@@ -8,24 +8,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medistill.data import PairedViewDataset, ResolutionView, SampleList
-from medistill.data.transforms import degraded_size
+from medistill.data import PairedViewDataset, SampleList
+from medistill.data.views import view_from_spec, view_input_size
 from medistill.engine.trainer import predict_loader, resolve_device
 from medistill.metrics import classification_report, profile_model
 from medistill.models.base import Classifier
 
 
 def model_input_size(meta: dict[str, Any], original_hw: tuple[int, int]) -> tuple[int, int]:
-    view = meta["view"]
-    if view.get("upsample"):
-        return original_hw
-    return degraded_size(*original_hw, view["factor"])
+    return view_input_size(meta["view"], original_hw)
 
 
 def dataset_for_model(samples: SampleList, meta: dict[str, Any]) -> PairedViewDataset:
     """An evaluation dataset feeding ``meta``'s view and normalisation to the model."""
-    spec = meta["view"]
-    view = ResolutionView(factor=spec["factor"], upsample=spec.get("upsample", False))
+    view = view_from_spec(meta["view"])
     norm = meta["normalization"]
     return PairedViewDataset(
         samples.samples, {"input": view}, norm["mean"], norm["std"],
