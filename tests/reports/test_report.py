@@ -327,3 +327,28 @@ def test_point_aggregation() -> None:
     assert math.isclose(kd8["y"], 0.72)
     assert math.isclose(kd8["low"], 0.67) and math.isclose(kd8["high"], 0.767)
     assert kd8["label"] == "1/8x" and kd8["n"] == 2
+
+
+def test_sections_add_tables_and_figures(tmp_path: Path) -> None:
+    (tmp_path / "figures").mkdir()
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+    (tmp_path / "figures" / "cka.png").write_bytes(png)
+    results = {"title": "t", "runs": [], "sections": [{
+        "title": "Table 1", "text": "Linear-probe accuracy.",
+        "table": {"headers": ["k", "asymmetric"], "rows": [[7, "0.701 (0.650-0.750)"]]},
+        "figures": [{"file": "figures/cka.png", "caption": "CKA heatmap"}],
+    }]}
+    paths = write_report(tmp_path, results)
+    html_text = paths["html"].read_text()
+    md = paths["md"].read_text()
+    for text in ("Table 1", "Linear-probe accuracy.", "0.701 (0.650-0.750)", "CKA heatmap"):
+        assert text in html_text and text in md
+    assert base64.b64encode(png).decode() in html_text
+    assert "figures/cka.png" in md
+
+
+def test_missing_section_figure_is_an_error(tmp_path: Path) -> None:
+    results = {"runs": [], "sections": [{"figures": [{"file": "figures/none.png"}]}]}
+    with pytest.raises(FileNotFoundError, match="none.png"):
+        write_report(tmp_path, results)
+    assert not (tmp_path / "report.html").exists()
