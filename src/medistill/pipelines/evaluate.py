@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from medistill.config import EvalConfig
 from medistill.data import PairedViewDataset, SampleList
 from medistill.data.views import view_from_spec, view_input_size
+from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import predict_loader, resolve_device
 from medistill.metrics import classification_report, profile_model
 from medistill.models.base import Classifier
@@ -68,4 +72,29 @@ def evaluate_classifier(
         "efficiency": efficiency,
         "predictions": preds.astype(int).tolist(),
         "labels": np.asarray(labels).astype(int).tolist(),
+    }
+
+
+def read_history(log_csv: Path) -> list[dict[str, float]]:
+    """A run's ``log.csv`` as a list of epoch rows (empty if there is none)."""
+    if not log_csv.is_file():
+        return []
+    with log_csv.open() as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def run_record(model_path: Path, samples: SampleList, e: EvalConfig,
+               **fields: Any) -> dict[str, Any]:
+    """Evaluate a saved model on ``samples``: the report's run record (see
+    :func:`medistill.reports.write_report`) with ``fields`` (name, role, seed, ...) first."""
+    model, meta = load_model(model_path)
+    res = evaluate_classifier(model, meta, samples, n_resamples=e.n_resamples, ci_seed=e.ci_seed,
+                              latency=e.latency, latency_repeats=e.latency_repeats,
+                              threads=e.threads)
+    return {
+        **fields, "split": fields.get("split", e.split), "input_size": res["input_size"],
+        "metrics": res["metrics"], "confusion_matrix": res["confusion_matrix"],
+        "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms")
+                       if k in res["efficiency"]},
+        "history": read_history(model_path.parent / "log.csv"), "model_path": str(model_path),
     }

@@ -37,7 +37,7 @@ from medistill.errors import RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.models import create_model
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
-from medistill.pipelines.evaluate import evaluate_classifier
+from medistill.pipelines.evaluate import run_record
 
 Stage = Literal["teacher", "baseline", "kd", "kd_aux", "finetune"]
 
@@ -158,27 +158,8 @@ class ResolutionPipeline:
         done = self.out / name / "eval.json"
         if done.is_file() and self.resume:
             return json.loads(done.read_text())
-        model, meta = load_model(model_path)
-        e = self.r.eval
-        res = evaluate_classifier(model, meta, self.test_samples, n_resamples=e.n_resamples,
-                                  ci_seed=e.ci_seed, latency=e.latency,
-                                  latency_repeats=e.latency_repeats, threads=e.threads)
-        history = []
-        log = model_path.parent / "log.csv"
-        if log.is_file():
-            import csv
-
-            with log.open() as f:
-                history = [{k: float(v) for k, v in row.items() if v != ""}
-                           for row in csv.DictReader(f)]
-        record = {
-            "name": name, "role": role, "factor": factor, "magnification": _magnification(factor),
-            "seed": seed, "split": e.split, "input_size": res["input_size"],
-            "metrics": res["metrics"], "confusion_matrix": res["confusion_matrix"],
-            "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms")
-                           if k in res["efficiency"]},
-            "history": history, "model_path": str(model_path),
-        }
+        record = run_record(model_path, self.test_samples, self.r.eval, name=name, role=role,
+                            factor=factor, magnification=_magnification(factor), seed=seed)
         atomic_write_text(done, json.dumps(record, indent=2))
         return record
 
