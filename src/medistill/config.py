@@ -57,6 +57,7 @@ class DataConfig(StrictModel):
     root: str
     csv: str = "labels.csv"
     path_column: str = "path"
+    path_template: str | None = Field(None, description="e.g. images/{name}.jpg (from columns)")
     label_column: str = "label"
     split_column: str = "split"
     classes: list[str] | None = None

@@ -219,3 +219,14 @@ def test_channel_stats_pool_pixels_over_images(tmp_path: Path) -> None:
     mean1, std1 = channel_stats(samples, max_images=1)
     assert mean1[0] in (pytest.approx(0.0), pytest.approx(1.0))
     assert max(std1) < 1e-4
+
+
+def test_a_shared_cache_serves_several_datasets(train_samples) -> None:
+    cache: dict = {}
+    first = _dataset(train_samples, cache=cache)
+    first[0]
+    assert len(cache) == 2  # teacher and student views of image 0
+    second = PairedViewDataset(train_samples[:1], {"s": VIEWS["student"]}, cache=cache,
+                               **IDENTITY_NORM)
+    assert torch.equal(second[0]["views"]["s"], first[0]["views"]["student"])
+    assert len(cache) == 2  # found, not recomputed

@@ -220,3 +220,17 @@ def test_embedded_demo_data_manifest() -> None:
         )
     image = load_image(train.samples[0].path)
     assert image.ndim == 3 and image.shape[2] == 3
+
+
+def test_path_template_builds_paths_from_columns(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "images" / f"{name}.jpg").write_bytes(b"x")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("name,split,grade\na,train,benign\nb,train,malignant\n")
+    got = read_manifest(csv_path, "train", label_column="grade",
+                        path_template="images/{name}.jpg")
+    assert [s.path.name for s in got.samples] == ["a.jpg", "b.jpg"]
+    assert got.classes == ["benign", "malignant"]
+    with pytest.raises(DataError, match="names no column 'stem'"):
+        read_manifest(csv_path, "train", label_column="grade", path_template="{stem}.jpg")

@@ -46,7 +46,9 @@ class PairedViewDataset(Dataset):
             distillation: teacher and student see the same augmented image).
         image_size: centre-crop/pad originals to this square size first (None: keep).
         seed: augmentation seed; call :meth:`set_epoch` every epoch.
-        cache: keep the degraded views in memory (uint8) after their first use.
+        cache: keep the degraded views in memory (uint8) after their first use; a dict is
+            used as the cache and may be shared by several datasets (keys are the file, the
+            view and ``image_size``, so datasets over other samples or views can share it).
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class PairedViewDataset(Dataset):
         independent_views: bool = False,
         image_size: int | None = None,
         seed: int = 0,
-        cache: bool = True,
+        cache: bool | dict = True,
     ) -> None:
         if not samples:
             raise DataError("dataset is empty")
@@ -72,7 +74,7 @@ class PairedViewDataset(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache else None
+        self._cache: dict | None = cache if isinstance(cache, dict) else ({} if cache else None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -89,7 +91,7 @@ class PairedViewDataset(Dataset):
         return center_crop_or_pad(image, self.image_size) if self.image_size else image
 
     def view_array(self, index: int, name: str) -> np.ndarray:
-        key = (index, name)
+        key = (str(self.samples[index].path), self.views[name], self.image_size)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
         array = self.views[name](self.original(index))

@@ -67,15 +67,21 @@ def read_manifest(
     path_column: str = "path",
     label_column: str = "label",
     split_column: str = "split",
+    path_template: str | None = None,
 ) -> SampleList:
-    """Samples of one split of a CSV manifest; every listed file must exist."""
+    """Samples of one split of a CSV manifest; every listed file must exist.
+
+    ``path_template`` builds the file path from a row's columns instead of reading
+    ``path_column``, e.g. ``"images/{name}.jpg"`` for GlaS's ``labels.csv``.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"CSV manifest not found: {csv_path}")
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        for column in (path_column, label_column, split_column):
+        needed = (label_column, split_column) + (() if path_template else (path_column,))
+        for column in needed:
             if column not in header:
                 raise DataError(f"{csv_path}: no column {column!r} (columns: {', '.join(header)})")
         rows = [r for r in reader if r[split_column] == split]
@@ -85,7 +91,11 @@ def read_manifest(
     classes = _check_classes(all_labels, classes, str(csv_path))
     samples = []
     for r in rows:
-        path = Path(r[path_column])
+        try:
+            path = Path(path_template.format(**r) if path_template else r[path_column])
+        except KeyError as e:
+            raise DataError(f"{csv_path}: path_template {path_template!r} names no column "
+                            f"{e.args[0]!r}") from None
         path = path if path.is_absolute() else csv_path.parent / path
         if not path.is_file():
             raise DataError(f"{csv_path}: file listed for split {split!r} not found: {path}")

@@ -27,7 +27,7 @@ def load_split(
     if cfg.format == "csv":
         return read_manifest(
             Path(cfg.root) / cfg.csv, split, classes, labeled,
-            cfg.path_column, cfg.label_column, cfg.split_column,
+            cfg.path_column, cfg.label_column, cfg.split_column, cfg.path_template,
         )
     if labeled:
         raise DataError(f"{cfg.root}: the 'images' layout has no labels; use it as auxiliary data")
