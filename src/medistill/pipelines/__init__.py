@@ -9,10 +9,12 @@ from typing import Any
 from medistill.config import apply_overrides, read_yaml, validate
 from medistill.errors import RecipeError
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
+from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
 
 #: method name -> (recipe schema, pipeline)
 RECIPES: dict[str, tuple[type, type]] = {
     "resolution_kd": (ResolutionRecipe, ResolutionPipeline),
+    "hlfd": (HLFDRecipe, SegmentationPipeline),
 }
 
 
