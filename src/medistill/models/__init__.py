@@ -24,12 +24,14 @@ def list_models() -> list[str]:
 
 def segmentation_models() -> list[str]:
     """The registered names whose factory builds a :class:`Segmenter`."""
-    from medistill.models.resnet_unet import resnet18_unet, resnet18_unet_small
-    from medistill.models.unetpp import unetpp
-
-    seg = {resnet18_unet, resnet18_unet_small, unetpp}
-    return [n for n in MODELS.names() if MODELS.get(n) in seg]
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "segmentation"]
 
 
-__all__ = ["MODELS", "Classifier", "Segmenter", "create_model", "list_models",
-           "segmentation_models"]
+def classification_models() -> list[str]:
+    """The registered names whose factory builds a :class:`Classifier`."""
+    seg = set(segmentation_models())
+    return [n for n in MODELS.names() if n not in seg]
+
+
+__all__ = ["MODELS", "Classifier", "Segmenter", "classification_models", "create_model",
+           "list_models", "segmentation_models"]

@@ -95,3 +95,6 @@ def resnet18_unet(num_classes: int, in_channels: int = 3,
 def resnet18_unet_small(num_classes: int, in_channels: int = 3) -> ResNetUNet:
     """The same layout at a quarter of the widths: encoder 16/32/64/128, decoder 64/32/16/8/8."""
     return ResNetUNet(num_classes, in_channels, (16, 32, 64, 128), (64, 32, 16, 8, 8))
+
+resnet18_unet.task = "segmentation"  # type: ignore[attr-defined]
+resnet18_unet_small.task = "segmentation"  # type: ignore[attr-defined]

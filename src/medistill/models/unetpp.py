@@ -65,3 +65,5 @@ def unetpp(num_classes: int, in_channels: int = 3,
            dropout: float = 0.0) -> UNetPlusPlus:
     """UNet++ with MONAI's default widths (32, 32, 64, 128, 256, 32); configurable."""
     return UNetPlusPlus(num_classes, in_channels, features, norm, dropout)
+
+unetpp.task = "segmentation"  # type: ignore[attr-defined]
