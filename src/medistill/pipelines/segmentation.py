@@ -82,11 +82,11 @@ class SegmentationPipeline:
         self.out = Path(out_dir)
         self.resume = resume
         self.progress = progress
+        self.classes = list(recipe.data.classes)
 
     # -- data -------------------------------------------------------------------------------
     def _load_data(self) -> None:
         d = self.r.data
-        self.classes = list(d.classes)
         self.train_items = load_seg_split(d, "train")
         self.val_items = load_seg_split(d, "val")
         self.test_items = load_seg_split(d, self.r.eval.split)
@@ -151,14 +151,18 @@ class SegmentationPipeline:
             raise RecipeError(f"model {spec.name!r} is not a segmentation model")
         return model
 
+    def _check_teacher_checkpoint(self) -> None:
+        path = self.r.teacher_checkpoint
+        if path:
+            _, meta = load_model(path)
+            if meta.get("task") != "segmentation" or meta["classes"] != self.classes:
+                raise RecipeError(
+                    f"teacher_checkpoint {path}: not a segmentation model of the classes "
+                    f"{self.classes} (it has {meta.get('classes')})")
+
     def _teacher(self, seed: int) -> Path:
         r = self.r
         if r.teacher_checkpoint:
-            _, meta = load_model(r.teacher_checkpoint)
-            if meta.get("task") != "segmentation" or meta["classes"] != self.classes:
-                raise RecipeError(
-                    f"teacher_checkpoint {r.teacher_checkpoint}: not a segmentation model of the "
-                    f"classes {self.classes} (it has {meta.get('classes')})")
             return Path(r.teacher_checkpoint)
         k = r.kd
         method = SegSupervised(self._model(r.teacher, seed), k.focal_weight, k.dice_weight,
@@ -185,6 +189,7 @@ class SegmentationPipeline:
         r = self.r
         if (self.out / "recipe.json").exists() and not self.resume:
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
+        self._check_teacher_checkpoint()
         self._load_data()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
