@@ -46,6 +46,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--shared-teacher", action="store_true",
+                   help="train the teacher with the first seed only and distil every seed's "
+                        "students from it (seeds then vary the students only)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra key=value")
     p.add_argument("--summarize", action="store_true")
     args = p.parse_args()
@@ -75,11 +78,21 @@ def main() -> None:
         f"stages.teacher={{epochs: {args.teacher_epochs}}}",
         *args.overrides,
     ]
-    recipe = load_recipe(ROOT / "recipes" / RECIPES[args.dataset], overrides)
+    path = ROOT / "recipes" / RECIPES[args.dataset]
     start = time.time()
-    results = run_recipe(recipe, out, resume=True, progress=False)
+    if args.shared_teacher:
+        first, rest = args.seeds[0], args.seeds[1:]
+        run_recipe(load_recipe(path, [*overrides, f"seeds=[{first}]"]), out, resume=True,
+                   progress=False)
+        teacher = out / f"seed{first}" / "teacher" / "best.pt"
+        for seed in rest:  # one seed per call: a finished seed is on disk even if later stop
+            run_recipe(load_recipe(path, [*overrides, f"seeds=[{seed}]",
+                                          f"teacher_checkpoint={teacher}"]),
+                       out, resume=True, progress=False)
+    else:
+        run_recipe(load_recipe(path, overrides), out, resume=True, progress=False)
     print(f"\nwall time {time.time() - start:.0f} s; report: {out}/report.html\n")
-    print(summary_table(results["runs"]))
+    print(summary_table(collect(out)))
 
 
 def collect(out: str | Path) -> list[dict]:

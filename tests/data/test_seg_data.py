@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from seg_fixtures import write_seg_dataset
 
 from medistill.data.nifti import WINDOW_PRESETS, apply_window, volume_slices
 from medistill.data.segmentation import (
@@ -20,7 +21,6 @@ from medistill.data.segmentation import (
     scan_seg_folders,
 )
 from medistill.errors import DataError
-from seg_fixtures import write_seg_dataset
 
 TOTALSEG = Path("/work/shared/data/totalseg_example_ct")
 
