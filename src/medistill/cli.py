@@ -39,6 +39,29 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         )
 
 
+def print_seg_table(runs: list[dict[str, Any]]) -> None:
+    """A plain-text segmentation results table on stdout."""
+    header = f"{'run':<22} {'cases':>5} {'DSC (95% CI)':>22} {'RVD (95% CI)':>24} " \
+             f"{'VOE':>6} {'HD95':>7} {'GFLOPs':>8} {'params':>9} {'ms':>7}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in runs:
+        m, e = r["metrics"], r.get("efficiency", {})
+        typer.echo(
+            f"{r['name']:<22} {r.get('n', 0):>5} {_fmt_ci(m['dice']):>22} {_fmt_ci(m['rvd']):>24} "
+            f"{m['voe']['value']:>6.3f} {m.get('hd95', {}).get('value', float('nan')):>7.2f} "
+            f"{e.get('gflops', float('nan')):>8.3f} {e.get('params', 0) / 1e6:>8.2f}M "
+            f"{e.get('latency_ms', float('nan')):>7.1f}"
+        )
+
+
+def _print_runs(runs: list[dict[str, Any]]) -> None:
+    if runs and "dice" in runs[0].get("metrics", {}):
+        print_seg_table(runs)
+    else:
+        print_table(runs)
+
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
@@ -53,7 +76,7 @@ def run(
     cfg = load_recipe(recipe, set_ or [])
     out = out or Path("runs") / recipe.stem
     results = run_recipe(cfg, out, resume=resume, progress=progress)
-    print_table(results["runs"])
+    _print_runs(results["runs"])
     typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -67,13 +90,20 @@ def evaluate(
     n_resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
     out: Annotated[Path | None, typer.Option(help="Write eval.json + report here.")] = None,
 ) -> None:
-    """Evaluate a trained classifier on a split of any supported dataset."""
+    """Evaluate a trained classifier or segmenter on a split of any supported dataset.
+
+    Segmentation model files remember their data layout; --data gives the root, --split a
+    role (train / val / test) or a split value of the data (e.g. testA).
+    """
     from medistill.config import DataConfig, validate
     from medistill.engine import load_model
     from medistill.pipelines.datasets import load_split
     from medistill.pipelines.evaluate import evaluate_classifier
 
     model, meta = load_model(checkpoint)
+    if meta.get("task") == "segmentation":
+        _evaluate_segmenter(checkpoint, model, meta, data, split, n_resamples, out)
+        return
     cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv}, "--data")
     samples = load_split(cfg, split, meta["classes"])
     res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
@@ -90,6 +120,28 @@ def evaluate(
         atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
         write_report(out, {"title": f"Evaluation of {checkpoint}", "classes": meta["classes"],
                            "runs": [record]})
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
+                        split: str, n_resamples: int, out: Path | None) -> None:
+    from medistill.config import validate
+    from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
+    from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
+
+    cfg = validate(SegDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    res = evaluate_segmenter(model, meta, load_seg_split(cfg, split), n_resamples=n_resamples)
+    record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split,
+              "model": meta["model"]["name"], **res}
+    print_seg_table([record])
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+        from medistill.reports import write_report
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        write_report(out, {"task": "segmentation", "title": f"Evaluation of {checkpoint}",
+                           "classes": meta["classes"],
+                           "runs": [{k: v for k, v in record.items() if k != "cases"}]})
         typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -140,7 +192,7 @@ def demo(
 
     cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     results = run_recipe(cfg, out, resume=resume, progress=progress)
-    print_table(results["runs"])
+    _print_runs(results["runs"])
     typer.echo(f"report: {out / 'report.html'}")
 
 

@@ -34,7 +34,8 @@ class TrainConfig(StrictModel):
     gamma: float = Field(0.1, gt=0)
     max_grad_norm: float | None = None
     select_metric: Literal[
-        "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy"
+        "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
+        "dice", "iou",  # segmentation methods' validation scores
     ] = "macro_f1"
     seed: int = 0
     device: str = "cpu"

@@ -13,7 +13,7 @@ from medistill.deploy import export as export_module
 from medistill.deploy import export_model, load_exported, sidecar_path
 from medistill.engine import load_model, save_model
 from medistill.errors import CheckpointError
-from medistill.models import create_model, list_models
+from medistill.models import classification_models, create_model
 
 CLASSES = ["benign", "malignant", "other"]
 META = {
@@ -55,11 +55,11 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {name: write_model(root / f"{name}.pt", name) for name in list_models()}
+    return {name: write_model(root / f"{name}.pt", name) for name in classification_models()}
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", classification_models())
 def test_export_parity_for_every_model(name, fmt, model_files, tmp_path, single_thread):
     out = tmp_path / "exp" / f"{name}.{'onnx' if fmt == 'onnx' else 'ts.pt'}"
     res = export_model(model_files[name], out, fmt)

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from medistill.errors import RecipeError
-from medistill.models import MODELS, Classifier, create_model, list_models
+from medistill.models import (
+    MODELS,
+    Classifier,
+    classification_models,
+    create_model,
+    list_models,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -42,7 +48,7 @@ def test_registry_lists_every_model() -> None:
     assert all(name in MODELS for name in list_models())
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", classification_models())
 def test_forward_returns_features_and_logits(name: str) -> None:
     model, x = _model(name), _input(name)
     with torch.no_grad():
@@ -53,7 +59,7 @@ def test_forward_returns_features_and_logits(name: str) -> None:
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", classification_models())
 def test_taps(name: str) -> None:
     model, x = _model(name), _input(name)
     with torch.no_grad():
@@ -72,7 +78,7 @@ def test_taps(name: str) -> None:
         8, 8, 4, 2, 1]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", classification_models())
 def test_feature_channels(name: str) -> None:
     model = _model(name)
     assert model.feature_channels == EXPECTED_CHANNELS[name]
@@ -80,7 +86,7 @@ def test_feature_channels(name: str) -> None:
     assert model.head.out_features == NUM_CLASSES
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", classification_models())
 def test_backbone_parameters_exclude_head(name: str) -> None:
     model = _model(name)
     backbone = model.backbone_parameters()

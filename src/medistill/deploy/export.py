@@ -1,7 +1,8 @@
 """Exporting a medistill model file to ONNX or TorchScript, with a parity check against PyTorch.
 
 The exported graph takes the NORMALISED (N, 3, H, W) float32 input and returns the class
-LOGITS (N, K) only (apply a softmax for probabilities). The batch axis is dynamic; for models
+LOGITS (N, K) only (apply a softmax for probabilities); for segmentation model files the
+per-pixel logits (N, K, H, W). The batch axis is dynamic; for models
 trained on images of varying size (no ``image_size`` in the model file) H and W are dynamic
 too. ONNX export uses PyTorch's TorchScript-based exporter (``dynamo=False``), which needs
 ``onnx`` but not ``onnxscript``; the parity check runs the file with onnxruntime.
@@ -39,14 +40,16 @@ PARITY_BATCH = 2
 
 
 class LogitsOnly(nn.Module):
-    """Wrap a classifier returning ``(features, logits)`` so that it returns the logits."""
+    """Wrap a classifier returning ``(features, logits)`` so that it returns the logits
+    (a segmenter already returns its (N, K, H, W) logits and passes through)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[1]
+        out = self.model(x)
+        return out[1] if isinstance(out, tuple) else out
 
 
 def _size_pair(size: int | Sequence[int], source: str) -> tuple[int, int]:

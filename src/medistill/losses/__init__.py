@@ -1,8 +1,21 @@
 """Distillation losses as plain ``torch.nn.Module``s, usable in any training loop."""
 
+from medistill.losses.attention_transfer import AttentionTransfer, attention_map
 from medistill.losses.feature_mse import ResizedFeatureMSE, resize_map
+from medistill.losses.focal_dice import FocalDiceLoss
 from medistill.losses.ntxent import NTXentLoss
+from medistill.losses.pixel_kl import PixelKL
 from medistill.losses.soft_target import SoftTargetKL
 from medistill.losses.vicreg import VICRegLoss
 
-__all__ = ["NTXentLoss", "ResizedFeatureMSE", "SoftTargetKL", "VICRegLoss", "resize_map"]
+__all__ = [
+    "AttentionTransfer",
+    "FocalDiceLoss",
+    "NTXentLoss",
+    "PixelKL",
+    "ResizedFeatureMSE",
+    "SoftTargetKL",
+    "VICRegLoss",
+    "attention_map",
+    "resize_map",
+]

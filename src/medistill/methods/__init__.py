@@ -16,3 +16,9 @@ from medistill.methods.joint_embedding import (  # noqa: E402
 )
 
 __all__ += ["Expander", "FeatureDataset", "JointEmbedding", "LinearProbe", "ProbedClassifier"]
+
+# segmentation: supervised and HLFD-style distillation (Gorade et al., 2023)
+from medistill.methods.hlfd import SegmentationKD  # noqa: E402
+from medistill.methods.segmentation import SegmentationMethod, SegSupervised  # noqa: E402
+
+__all__ += ["SegSupervised", "SegmentationKD", "SegmentationMethod"]

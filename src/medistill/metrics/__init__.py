@@ -1,4 +1,5 @@
-"""Evaluation metrics: classification quality with bootstrap CIs, and model efficiency."""
+"""Evaluation metrics: classification and segmentation quality with bootstrap CIs, and model
+efficiency."""
 
 from medistill.metrics.classification import (
     METRIC_NAMES,
@@ -12,8 +13,22 @@ from medistill.metrics.efficiency import (
     measure_latency,
     profile_model,
 )
+from medistill.metrics.segmentation import (
+    SEG_METRICS,
+    bootstrap_mean,
+    case_metrics,
+    logits_to_labels,
+    multiclass_case_metrics,
+    segmentation_report,
+)
 
 __all__ = [
+    "SEG_METRICS",
+    "bootstrap_mean",
+    "case_metrics",
+    "logits_to_labels",
+    "multiclass_case_metrics",
+    "segmentation_report",
     "METRIC_NAMES",
     "classification_report",
     "confusion_matrix",

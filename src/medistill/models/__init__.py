@@ -1,12 +1,20 @@
 """Teacher and student networks with named feature taps, by name from a registry."""
 
+from torch import nn
+
 from medistill.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
+from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
+from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)
 from medistill.models.base import Classifier
 from medistill.models.registry import MODELS
+from medistill.models.segmenter import Segmenter
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> Classifier:
-    """Build a registered model, e.g. ``create_model("small_resnet", num_classes=6)``."""
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("small_resnet", num_classes=6)``.
+
+    Classifiers return :class:`Classifier`, segmentation models :class:`Segmenter`.
+    """
     return MODELS.create(name, num_classes=num_classes, **kwargs)
 
 
@@ -14,4 +22,16 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["MODELS", "Classifier", "create_model", "list_models"]
+def segmentation_models() -> list[str]:
+    """The registered names whose factory builds a :class:`Segmenter`."""
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "segmentation"]
+
+
+def classification_models() -> list[str]:
+    """The registered names whose factory builds a :class:`Classifier`."""
+    seg = set(segmentation_models())
+    return [n for n in MODELS.names() if n not in seg]
+
+
+__all__ = ["MODELS", "Classifier", "Segmenter", "classification_models", "create_model",
+           "list_models", "segmentation_models"]

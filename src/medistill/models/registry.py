@@ -1,6 +1,9 @@
 """The model registry (kept in its own module so architecture files can import it)."""
 
-from medistill.models.base import Classifier
+from torch import nn
+
 from medistill.registry import Registry
 
-MODELS: Registry[Classifier] = Registry("model")
+#: classifiers (:class:`~medistill.models.base.Classifier`) and segmenters
+#: (:class:`~medistill.models.segmenter.Segmenter`)
+MODELS: Registry[nn.Module] = Registry("model")

@@ -10,11 +10,13 @@ from medistill.config import apply_overrides, read_yaml, validate
 from medistill.errors import RecipeError
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
+from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
 
 #: method name -> (recipe schema, pipeline)
 RECIPES: dict[str, tuple[type, type]] = {
     "resolution_kd": (ResolutionRecipe, ResolutionPipeline),
     "more_from_less": (MoreFromLessRecipe, MoreFromLessPipeline),
+    "hlfd": (HLFDRecipe, SegmentationPipeline),
 }
 
 

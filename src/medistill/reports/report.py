@@ -254,7 +254,31 @@ def _build_document(
     notes = results.get("notes")
     if isinstance(notes, Sequence) and not isinstance(notes, str) and notes:
         blocks += [Heading("Notes"), Bullets([str(n) for n in notes])]
-    blocks.append(Heading("Models"))
+    if results.get("task") == "segmentation":
+        from medistill.reports.segmentation import seg_blocks
+
+        blocks += seg_blocks(runs)
+    else:
+        blocks += _classification_blocks(runs, groups)
+    blocks += extra or []
+    sections = {
+        "accuracy_vs_gflops": "Accuracy vs GFLOPs",
+        "confusion_matrices_1": "Confusion matrices",
+        "training_curves": "Training curves",
+        "overlays": "Predictions",
+    }
+    for fig in figures:
+        if fig.key in sections:
+            blocks.append(Heading(sections[fig.key]))
+        blocks.append(fig)
+    if results.get("config") is not None:
+        text, lang = _config_text(results["config"])
+        blocks += [Heading("Configuration"), Code(text, lang)]
+    return title, blocks
+
+
+def _classification_blocks(runs: list, groups: list[Group]) -> list[Block]:
+    blocks: list[Block] = [Heading("Models")]
     if not runs:
         blocks.append(Para("No runs were evaluated."))
     else:
@@ -277,20 +301,7 @@ def _build_document(
                 css="caption",
             ),
         ]
-    blocks += extra or []
-    sections = {
-        "accuracy_vs_gflops": "Accuracy vs GFLOPs",
-        "confusion_matrices_1": "Confusion matrices",
-        "training_curves": "Training curves",
-    }
-    for fig in figures:
-        if fig.key in sections:
-            blocks.append(Heading(sections[fig.key]))
-        blocks.append(fig)
-    if results.get("config") is not None:
-        text, lang = _config_text(results["config"])
-        blocks += [Heading("Configuration"), Code(text, lang)]
-    return title, blocks
+    return blocks
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -410,6 +421,8 @@ def write_report(out_dir: str | Path, results: dict) -> dict[str, Path]:
 
         {"title": str, "summary": str, "classes": [str, ...], "notes": [str, ...],
          "config": {...},                       # dumped as YAML (JSON fallback) at the end
+         "task": "classification" | "segmentation",   # segmentation: see reports.segmentation
+         "figures": [{"key", "path", "caption"}],    # extra PNGs under out_dir, embedded
          "runs": [{"name": str, "role": str,    # teacher | baseline | kd | kd_aux | ...
                    "factor": float,             # downsampling vs the original image (1 = full)
                    "input_size": [H, W], "seed": int, "split": str,
@@ -440,6 +453,9 @@ def write_report(out_dir: str | Path, results: dict) -> dict[str, Path]:
         FigureBlock(key, f"figures/{key}.png", png, caption)
         for key, png, caption in plots.render_figures(runs, classes, groups)
     ]
+    for extra in results.get("figures") or []:  # PNGs already written by the pipeline
+        png = (Path(out_dir) / extra["path"]).read_bytes()
+        figures.append(FigureBlock(extra["key"], extra["path"], png, extra.get("caption", "")))
     extra = _section_blocks(results.get("sections"), Path(out_dir))
     title, blocks = _build_document(results, runs, figures, groups, extra)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

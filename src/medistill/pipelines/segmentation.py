@@ -1,0 +1,251 @@
+"""The HLFD segmentation-distillation recipe (Gorade et al., 2023), end to end.
+
+For every seed: a teacher (supervised, or ``teacher_checkpoint``), then the student runs listed
+in ``runs``: ``no_kd`` (segmentation loss only), ``logit_kd`` (+ pixel KL on the final
+output), ``at`` (+ attention transfer between paired encoder layers) and ``hlfd`` (UFD + IFD +
+UPD + IPD, see :mod:`medistill.methods.hlfd`). Each model is selected on validation Dice and
+evaluated on ``eval.split``: DSC, IoU, VOE, RVD, HD95 per case with 95% bootstrap CIs, per
+class, params / GFLOPs / CPU latency. ``results.json``, ``report.html`` / ``report.md`` with
+overlay figures (image, truth, teacher, students) are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig, merge_train
+from medistill.data.segmentation import SegItem, SegmentationDataset, seg_channel_stats
+from medistill.engine.checkpoint import atomic_write_text, load_model
+from medistill.engine.trainer import Trainer, seed_everything
+from medistill.errors import RecipeError
+from medistill.methods import SegmentationKD, SegSupervised
+from medistill.methods.hlfd import PRESETS
+from medistill.models import create_model
+from medistill.models.segmenter import Segmenter
+from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
+from medistill.pipelines.seg_data import (
+    SegAugmentConfig,
+    SegDataConfig,
+    load_seg_split,
+    make_seg_augment,
+)
+
+Run = Literal["no_kd", "logit_kd", "at", "hlfd"]
+Stage = Literal["teacher", "no_kd", "logit_kd", "at", "hlfd"]
+
+
+class HLFDConfig(StrictModel):
+    temperature: float = Field(4.0, gt=0)
+    p: float = Field(4.0, gt=0, description="attention-transfer exponent")
+    pixel_weight: float = Field(0.1, ge=0, description="lambda")
+    feature_weight: float = Field(0.9, ge=0, description="beta")
+    focal_weight: float = Field(0.5, ge=0)
+    dice_weight: float = Field(0.5, ge=0)
+    gamma: float = Field(2.0, ge=0)
+
+
+class SegEvalConfig(EvalConfig):
+    threshold: float = Field(0.4, gt=0, lt=1, description="binary foreground threshold")
+    hd95: bool = True
+    overlays: int = Field(4, ge=0, description="test images shown in the overlay figure")
+
+
+class HLFDRecipe(StrictModel):
+    method: Literal["hlfd"] = "hlfd"
+    title: str = "HLFD segmentation distillation"
+    data: SegDataConfig
+    teacher: ModelConfig = ModelConfig(name="unetpp")
+    student: ModelConfig = ModelConfig(name="resnet18_unet")
+    teacher_checkpoint: str | None = None
+    runs: list[Run] = Field(["no_kd", "logit_kd", "at", "hlfd"], min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    augment: SegAugmentConfig = SegAugmentConfig()
+    train: TrainConfig = TrainConfig(select_metric="dice", lr=0.01, batch_size=8, epochs=40)
+    stages: dict[Stage, dict[str, Any]] = {}
+    kd: HLFDConfig = HLFDConfig()
+    eval: SegEvalConfig = SegEvalConfig()
+
+    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
+        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
+        return cfg.model_copy(update={"seed": seed})
+
+
+class SegmentationPipeline:
+    def __init__(self, recipe: HLFDRecipe, out_dir: str | Path, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.r = recipe
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.progress = progress
+        self.classes = list(recipe.data.classes)
+
+    # -- data -------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        d = self.r.data
+        self.train_items = load_seg_split(d, "train")
+        self.val_items = load_seg_split(d, "val")
+        self.test_items = load_seg_split(d, self.r.eval.split)
+        probe = SegmentationDataset(self.train_items, len(self.classes), d.image_size,
+                                    mask_mode=d.mask_mode)
+        mean, std = seg_channel_stats(probe)
+        self.norm = {"mean": list(mean), "std": list(std)}
+
+    def _dataset(self, items: list[SegItem], augment: bool, seed: int = 0) -> SegmentationDataset:
+        d = self.r.data
+        aug = make_seg_augment(self.r.augment) if augment else None
+        return SegmentationDataset(items, len(self.classes), d.image_size, self.norm["mean"],
+                                   self.norm["std"], aug, d.mask_mode, seed)
+
+    def _meta(self, spec: ModelConfig) -> dict[str, Any]:
+        data = self.r.data.model_dump(exclude={"root"})
+        return {"task": "segmentation", "model": spec.model_dump(), "classes": self.classes,
+                "view": {"factor": 1, "upsample": False}, "normalization": self.norm,
+                "image_size": self.r.data.image_size, "threshold": self.r.eval.threshold,
+                "data": data}
+
+    # -- one run ----------------------------------------------------------------------------
+    def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
+        run_dir = self.out / name
+        if (run_dir / "train_done.json").is_file():
+            return run_dir / "best.pt"
+        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
+        trainer = Trainer(method, self._dataset(self.train_items, True, cfg.seed),
+                          self._dataset(self.val_items, False), cfg, run_dir, meta,
+                          len(self.classes), name)
+        fit = trainer.fit(resume=self.resume)
+        atomic_write_text(run_dir / "train_done.json", json.dumps(
+            {k: v for k, v in fit.items() if k != "history"}, indent=2))
+        return run_dir / "best.pt"
+
+    def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
+        done = self.out / name / "eval.json"
+        if done.is_file() and self.resume:
+            return json.loads(done.read_text())
+        model, meta = load_model(model_path)
+        e = self.r.eval
+        res = evaluate_segmenter(model, meta, self.test_items, n_resamples=e.n_resamples,
+                                 ci_seed=e.ci_seed, threshold=e.threshold, hd95=e.hd95,
+                                 latency=e.latency, latency_repeats=e.latency_repeats,
+                                 threads=e.threads)
+        history = []
+        log = model_path.parent / "log.csv"
+        if log.is_file():
+            with log.open() as f:
+                history = [{k: float(v) for k, v in row.items() if v != ""}
+                           for row in csv.DictReader(f)]
+        record = {"name": name, "role": role, "seed": seed, "split": e.split,
+                  "model": meta["model"]["name"], **res, "history": history,
+                  "model_path": str(model_path)}
+        atomic_write_text(done, json.dumps(record, indent=2))
+        return record
+
+    def _model(self, spec: ModelConfig, seed: int) -> Segmenter:
+        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
+        model = create_model(spec.name, len(self.classes), **spec.kwargs)
+        if not isinstance(model, Segmenter):
+            raise RecipeError(f"model {spec.name!r} is not a segmentation model")
+        return model
+
+    def _check_teacher_checkpoint(self) -> None:
+        path = self.r.teacher_checkpoint
+        if path:
+            _, meta = load_model(path)
+            if meta.get("task") != "segmentation" or meta["classes"] != self.classes:
+                raise RecipeError(
+                    f"teacher_checkpoint {path}: not a segmentation model of the classes "
+                    f"{self.classes} (it has {meta.get('classes')})")
+
+    def _teacher(self, seed: int) -> Path:
+        r = self.r
+        if r.teacher_checkpoint:
+            return Path(r.teacher_checkpoint)
+        k = r.kd
+        method = SegSupervised(self._model(r.teacher, seed), k.focal_weight, k.dice_weight,
+                               k.gamma, r.eval.threshold)
+        return self._train(f"seed{seed}/teacher", method, r.stage_train("teacher", seed),
+                           self._meta(r.teacher))
+
+    def _student_method(self, run: Run, teacher_path: Path, seed: int):
+        k, r = self.r.kd, self.r
+        student = self._model(r.student, seed)
+        if run == "no_kd":
+            return SegSupervised(student, k.focal_weight, k.dice_weight, k.gamma,
+                                 r.eval.threshold)
+        teacher, _ = load_model(teacher_path)
+        return SegmentationKD(teacher, student, PRESETS[run], k.temperature, k.p,
+                              k.pixel_weight, k.feature_weight, k.focal_weight, k.dice_weight,
+                              k.gamma, r.eval.threshold)
+
+    # -- everything -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from medistill.reports import write_report
+        from medistill.reports.segmentation import write_overlays
+
+        r = self.r
+        if (self.out / "recipe.json").exists() and not self.resume:
+            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
+        self._check_teacher_checkpoint()
+        self._load_data()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        runs, overlay_models = [], {}
+        for seed in r.seeds:
+            teacher_path = self._teacher(seed)
+            runs.append(self._evaluate(f"seed{seed}/teacher", "teacher", seed, teacher_path))
+            if seed == r.seeds[0]:
+                overlay_models["teacher"] = teacher_path
+            for run in r.runs:
+                name = f"seed{seed}/{run}"
+                path = self._train(name, self._student_method(run, teacher_path, seed),
+                                   r.stage_train(run, seed), self._meta(r.student))
+                runs.append(self._evaluate(name, run, seed, path))
+                if seed == r.seeds[0]:
+                    overlay_models[run] = path
+        figures = []
+        if r.eval.overlays:
+            figures = write_overlays(self.out, overlay_models, self.test_items[: r.eval.overlays])
+        results = {
+            "task": "segmentation",
+            "title": r.title,
+            "summary": _summary(r, self.classes),
+            "classes": self.classes,
+            "runs": [{k: v for k, v in run.items() if k != "cases"} for run in runs],
+            "figures": figures,
+            "notes": _notes(r, len(self.train_items), len(self.val_items), len(self.test_items)),
+            "config": json.loads(r.model_dump_json()),
+        }
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
+        write_report(self.out, results)
+        return results
+
+
+def _summary(r: HLFDRecipe, classes: list[str]) -> str:
+    return (
+        f"Teacher {r.teacher.name}, students {r.student.name}: {', '.join(r.runs)}; "
+        f"classes {', '.join(classes)}; seeds {r.seeds}. Metrics on the '{r.eval.split}' split, "
+        f"mean over cases with 95% bootstrap CIs ({r.eval.n_resamples} resamples)."
+    )
+
+
+def _notes(r: HLFDRecipe, n_train: int, n_val: int, n_test: int) -> list[str]:
+    k = r.kd
+    return [
+        f"{n_train} training, {n_val} validation and {n_test} evaluation images; inputs "
+        f"resized to {r.data.image_size} px; metrics against the original-size masks "
+        "(logits resized back bilinearly).",
+        f"Segmentation loss {k.focal_weight} x focal (gamma {k.gamma}) + {k.dice_weight} x "
+        f"soft Dice. KD: L = L_seg + {k.pixel_weight} x pixel + {k.feature_weight} x feature; "
+        f"pixel terms are KL per pixel over the classes at T = {k.temperature} (x T^2), "
+        f"feature terms attention transfer (p = {k.p}).",
+        f"Binary masks: foreground probability > {r.eval.threshold}; more classes: argmax. "
+        "DSC, VOE and HD95 (pixels) per case, RVD = predicted / true area - 1 (signed); "
+        "undefined cases (empty truth) are left out of the means.",
+        "GFLOPs = 2 x multiply-adds of one forward pass (torch.utils.flop_counter); latency = "
+        "median CPU wall time per image at batch size 1.",
+        f"The best epoch on validation {r.train.select_metric} is evaluated.",
+    ]

@@ -1,0 +1,153 @@
+"""Segmentation parts of the run report: metric tables and image / truth / prediction overlays.
+
+Used by :func:`medistill.reports.write_report` when ``results["task"] == "segmentation"``;
+run records then carry ``metrics`` with ``dice``, ``iou``, ``voe``, ``rvd`` and ``hd95`` (each
+``{"value", "low", "high"}``) and optionally ``per_class`` (class name -> the same).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
+
+SEG_HEADERS = ("Name|Role|Model|Seed|Split|Cases|DSC (95% CI)|RVD (95% CI)|VOE (95% CI)|"
+               "HD95 px (95% CI)|GFLOPs|Params|Latency (ms)").split("|")
+#: class index -> RGB overlay colour (background transparent)
+COLOURS = np.array([[0, 0, 0], [0, 200, 70], [230, 40, 40], [40, 90, 240], [240, 200, 0],
+                    [200, 0, 200]], dtype=np.float32)
+
+
+def _ci(m: Any, decimals: int = 3) -> str:
+    from medistill.reports.report import fmt_ci
+
+    return fmt_ci(metric_parts(m), decimals)
+
+
+def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Headings, tables and captions of the segmentation report."""
+    from medistill.reports.report import (
+        DASH,
+        Heading,
+        Para,
+        Table,
+        _fmt_fixed,
+        _text,
+        fmt_params,
+        fmt_sig,
+    )
+
+    rows = []
+    for r in runs:
+        m, eff = as_map(r.get("metrics")), as_map(r.get("efficiency"))
+        rows.append([_text(r.get("name")), _text(r.get("role")), _text(r.get("model")),
+                     _text(r.get("seed")), _text(r.get("split")), _text(r.get("n")),
+                     _ci(m.get("dice")), _ci(m.get("rvd")), _ci(m.get("voe")),
+                     _ci(m.get("hd95"), 1), fmt_sig(eff.get("gflops")),
+                     fmt_params(eff.get("params")), _fmt_fixed(eff.get("latency_ms"))])
+    blocks: list[Any] = [Heading("Models"), Table(SEG_HEADERS, rows,
+                                                  frozenset(range(5, 13)))]
+    blocks.append(Para(
+        "Means over test cases with 95% bootstrap CIs. DSC: Dice; RVD: predicted/true area - 1 "
+        "(signed); VOE: 1 - IoU; HD95: 95th-percentile Hausdorff distance in pixels of the "
+        f"original images. {DASH} = not available.", css="caption"))
+    # aggregate over seeds
+    by_role: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by_role.setdefault(str(r.get("role")), []).append(r)
+    if any(len(v) > 1 for v in by_role.values()):
+        agg = []
+        for role, rs in by_role.items():
+            vals = {k: [finite(as_map(as_map(r.get("metrics")).get(k)).get("value")) for r in rs]
+                    for k in ("dice", "rvd", "voe", "hd95")}
+            agg.append([role, str(len(rs))] + [_mean_sd(vals[k]) for k in vals])
+        blocks += [Heading("Aggregate over seeds"),
+                   Table(["Role", "Seeds", "DSC (mean ± sd)", "RVD (mean ± sd)",
+                          "VOE (mean ± sd)", "HD95 (mean ± sd)"], agg,
+                         frozenset({1, 2, 3, 4, 5})),
+                   Para("Mean ± sample standard deviation (n-1) over seeds.", css="caption")]
+    # per class
+    classes = [c for r in runs for c in as_map(r.get("per_class"))]
+    if classes:
+        names = list(dict.fromkeys(classes))
+        pc_rows = []
+        for r in runs:
+            pc = as_map(r.get("per_class"))
+            pc_rows.append([_text(r.get("name"))] + [
+                f"{_ci(as_map(pc.get(c)).get('dice'))} / {_ci(as_map(pc.get(c)).get('rvd'))}"
+                for c in names])
+        blocks += [Heading("Per class"),
+                   Table(["Name"] + [f"{c}: DSC / RVD" for c in names], pc_rows,
+                         frozenset(range(1, len(names) + 1)))]
+    return blocks
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An (H, W, 3) uint8 image with the mask's classes blended in colour."""
+    img = image.astype(np.float32)
+    colours = COLOURS[np.clip(mask, 0, len(COLOURS) - 1)]
+    fg = (mask > 0)[..., None]
+    return np.where(fg, (1 - alpha) * img + alpha * colours, img).clip(0, 255).astype(np.uint8)
+
+
+def overlay_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]) -> bytes:
+    """PNG of a grid: one row per image (image, then one overlay per named mask)."""
+    names = list(rows[0][2])
+    fig = _figure_class()(figsize=(2.2 * (len(names) + 1), 2.2 * len(rows)),
+                          layout="constrained")
+    axes = fig.subplots(len(rows), len(names) + 1, squeeze=False)
+    for i, (title, image, masks) in enumerate(rows):
+        panels = [("image", image)] + [(n, overlay(image, masks[n])) for n in names]
+        for j, (name, arr) in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(arr)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(title[:24], fontsize=8)
+    return _png(fig)
+
+
+def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any]
+                   ) -> list[dict[str, str]]:
+    """Predict ``items`` with every model file, write ``figures/overlays.png``, return its
+    figure entry for ``results["figures"]``."""
+    from medistill.engine.checkpoint import atomic_write_bytes, load_model
+    from medistill.pipelines.evaluate_segmentation import dataset_for_segmenter, predict_masks
+
+    if not items or not models:
+        return []
+    preds: dict[str, list[np.ndarray]] = {}
+    dataset = None
+    for name, path in models.items():
+        model, meta = load_model(path)
+        dataset = dataset_for_segmenter(items, meta)
+        preds[name] = predict_masks(model, dataset, meta.get("threshold", 0.4))
+    assert dataset is not None
+    rows = []
+    for i, item in enumerate(items):
+        image, truth = dataset.pair(i)
+        masks = {"truth": truth, **{n: p[i] for n, p in preds.items()}}
+        rows.append((item.name, image, masks))
+    path = Path(out_dir) / "figures" / "overlays.png"
+    atomic_write_bytes(path, lambda f: f.write(overlay_figure(rows)))
+    caption = ("Test images (rows) with the ground truth and each model's prediction (seed "
+               f"{'of the first run'}) overlaid in colour: " + ", ".join(
+                   f"class {k} {c}" for k, c in ((1, "green"), (2, "red"), (3, "blue"))) + ".")
+    return [{"key": "overlays", "path": "figures/overlays.png", "caption": caption}]

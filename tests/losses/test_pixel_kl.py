@@ -1,0 +1,67 @@
+"""PixelKL against a hand-computed example, and the authors' view(-1, 2) defect."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medistill.losses import PixelKL
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+
+def test_per_pixel_kl_over_classes_times_t_squared():
+    # 1 image, 2 classes, 1x2 pixels; T = 1 to keep the arithmetic by hand
+    s = torch.tensor([[[[0.0, 0.0]], [[0.0, math.log(3.0)]]]])  # pixel0 (.5,.5), pixel1 (.25,.75)
+    t = torch.tensor([[[[math.log(3.0), 0.0]], [[0.0, 0.0]]]])  # pixel0 (.75,.25), pixel1 (.5,.5)
+    expected = (_kl([0.75, 0.25], [0.5, 0.5]) + _kl([0.5, 0.5], [0.25, 0.75])) / 2
+    assert PixelKL(temperature=1.0)(s, t).item() == pytest.approx(expected, rel=1e-6)
+    # T = 4: logits divided by 4, result times 16
+    p0s = torch.softmax(s / 4, 1)
+    p0t = torch.softmax(t / 4, 1)
+    manual = (p0t * (p0t.log() - p0s.log())).sum(1).mean() * 16
+    assert PixelKL(4.0)(s, t).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_not_the_authors_view_minus_one_two_pairing():
+    """view(-1, 2) on NCHW pairs neighbouring pixels of one class map, not the two classes."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    ours = PixelKL(4.0)(s, t)
+    # reference: explicit loop over pixels, softmax over the class dimension
+    ref = 0.0
+    for n in range(2):
+        for i in range(4):
+            for j in range(4):
+                ps = torch.softmax(s[n, :, i, j] / 4, 0)
+                pt = torch.softmax(t[n, :, i, j] / 4, 0)
+                ref += float((pt * (pt.log() - ps.log())).sum())
+    assert ours.item() == pytest.approx(ref / 32 * 16, rel=1e-5)
+    # the defect: softmax over pairs of neighbouring pixels gives another number
+    ls = F.log_softmax(s.reshape(-1, 2) / 4, 1)
+    lt = F.log_softmax(t.reshape(-1, 2) / 4, 1)
+    defect = (lt.exp() * (lt - ls)).sum(1).mean() * 16
+    assert abs(defect.item() - ours.item()) > 1e-3
+    # and it is invariant to swapping pixels within a class map only in our version's sense:
+    # permuting the pixels of both tensors the same way leaves the per-pixel KL unchanged
+    perm = torch.randperm(16)
+    s2 = s.flatten(2)[..., perm].reshape(s.shape)
+    t2 = t.flatten(2)[..., perm].reshape(t.shape)
+    assert PixelKL(4.0)(s2, t2).item() == pytest.approx(ours.item(), rel=1e-5)
+
+
+def test_zero_for_equal_logits_teacher_detached_and_shapes_checked():
+    x = torch.randn(1, 3, 2, 2, requires_grad=True)
+    t = torch.randn(1, 3, 2, 2, requires_grad=True)
+    assert PixelKL()(t.detach(), t.detach()).item() == pytest.approx(0.0, abs=1e-6)
+    PixelKL()(x, t).backward()
+    assert t.grad is None and x.grad is not None
+    with pytest.raises(ValueError, match="same-shape"):
+        PixelKL()(torch.randn(1, 2, 2, 2), torch.randn(1, 2, 4, 4))
+    with pytest.raises(ValueError):
+        PixelKL(temperature=0)
