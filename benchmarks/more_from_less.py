@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--losses", nargs="+", default=["vicreg", "simclr"])
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (1 avoids oversubscription on a shared CPU)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra key=value")
     p.add_argument("--summarize", action="store_true",
                    help="only print the tables of the runs already evaluated in --out")
@@ -46,6 +48,10 @@ def main() -> None:
     if args.summarize:
         print(summary(collect(args.out)))
         return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     overrides = [
         f"data.root={args.data}",
         f"transfer.root={args.glas}" if args.glas else "transfer=null",
