@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from medistill.engine import load_model, save_model
 from medistill.errors import DataError, RecipeError
@@ -137,3 +138,20 @@ def test_a_run_does_not_depend_on_the_other_runs_of_the_recipe(full_run, tmp_pat
     a, _ = load_model(out / "seed0/x2/kd/best.pt")
     b, _ = load_model(tmp_path / "seed0/x2/kd/best.pt")
     assert all((a.state_dict()[k] == b.state_dict()[k]).all() for k in a.state_dict())
+
+
+def test_cached_teacher_trains_the_same_student(tmp_path, single_thread):
+    common = ["runs=[kd]", "augment.enabled=false", "train.epochs=2"]
+    for mode in ("none", "disk"):
+        run_recipe(tiny_recipe(*common, f"kd.cache_teacher={mode}"), tmp_path / mode,
+                   progress=False)
+    plain, _ = load_model(tmp_path / "none/seed0/x2/kd/best.pt")
+    cached, _ = load_model(tmp_path / "disk/seed0/x2/kd/best.pt")
+    for (k, a), b in zip(plain.state_dict().items(), cached.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert len(list((tmp_path / "disk/teacher_cache").iterdir())) == 1
+
+
+def test_teacher_cache_refuses_augmented_views():
+    with pytest.raises(RecipeError, match="cache_teacher needs augment.enabled: false"):
+        tiny_recipe("kd.cache_teacher=memory")

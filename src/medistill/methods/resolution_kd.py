@@ -10,6 +10,9 @@ distils on unlabeled auxiliary data (section 3.3).
 When the two final maps differ in channels, a learnable 1x1 convolution (FitNets) projects the
 student map to the teacher's channels; it is a parameter of this distiller, so it is trained
 and checkpointed with the student (and dropped at export).
+
+With ``teacher_cache`` set (a :class:`~medistill.engine.teacher_cache.TeacherCache`; only valid
+when the teacher's view is not augmented), the teacher runs once per sample, not once per epoch.
 """
 
 from __future__ import annotations
@@ -58,12 +61,25 @@ class ResolutionKD(Method):
         self.pixel = ResizedFeatureMSE(resize)
         self.views = (teacher_view, student_view)
         self.weights = (soft_weight, pixel_weight, label_weight)
+        self.teacher_cache = None
+
+    def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen teacher's (final map, logits), from the cache when there is one."""
+        x = batch["views"][self.views[0]]
+
+        def run() -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                t_map, t_logits = self.teacher(x)
+            return {"features": t_map, "logits": t_logits}
+
+        cache = self.teacher_cache
+        out = run() if cache is None else cache.get_or_compute(batch["index"], run)
+        return out["features"], out["logits"]
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        teacher_view, student_view = self.views
+        student_view = self.views[1]
         soft_w, pixel_w, label_w = self.weights
-        with torch.no_grad():
-            t_map, t_logits = self.teacher(batch["views"][teacher_view])
+        t_map, t_logits = self.teacher_outputs(batch)
         s_map, s_logits = self.student(batch["views"][student_view])
         out = {"soft": self.soft(s_logits, t_logits)}
         out["pixel"] = self.pixel(self.projection(s_map), t_map) if pixel_w else s_map.new_zeros(())

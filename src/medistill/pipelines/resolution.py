@@ -32,6 +32,7 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import atomic_write_text, load_model
+from medistill.engine.teacher_cache import TeacherCache, fingerprint
 from medistill.engine.trainer import Trainer, seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import ResolutionKD, Supervised
@@ -54,6 +55,8 @@ class KDConfig(StrictModel):
     pixel_weight: float = Field(1.0, ge=0)
     resize: list[Literal["maxpool", "bicubic", "bilinear", "avgpool"]] = ["maxpool", "bicubic"]
     label_weight: float = Field(0.0, ge=0, description="optional CE on labels (paper: 0)")
+    cache_teacher: Literal["none", "memory", "disk"] = Field(
+        "none", description="teacher outputs computed once (needs augment.enabled: false)")
 
 
 class ResolutionRecipe(StrictModel):
@@ -76,6 +79,14 @@ class ResolutionRecipe(StrictModel):
     stages: dict[Stage, dict[str, Any]] = {}
     kd: KDConfig = KDConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _cache_needs_fixed_views(self) -> ResolutionRecipe:
+        if self.kd.cache_teacher != "none" and self.augment.enabled:
+            raise ValueError("kd.cache_teacher needs augment.enabled: false (a cached teacher "
+                             "output is only valid if the teacher sees the same input every "
+                             "epoch)")
+        return self
 
     @model_validator(mode="after")
     def _mpp_to_factors(self) -> ResolutionRecipe:
@@ -146,12 +157,21 @@ class ResolutionPipeline:
         train_set = make_dataset(samples, views, self.r.data, self.norm, aug, cfg.seed)
         val_view = {name_: views[name_] for name_ in views if name_ in ("input", "student")}
         val_set = make_dataset(self.val_samples, val_view, self.r.data, self.norm)
+        if isinstance(method, ResolutionKD) and self.r.kd.cache_teacher != "none":
+            method.teacher_cache = self._teacher_cache(method, samples, views["teacher"])
         cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
         trainer = Trainer(method, train_set, val_set, cfg, run_dir, meta, len(self.classes), name)
         fit = trainer.fit(resume=self.resume)
         atomic_write_text(run_dir / "train_done.json", json.dumps(
             {k: v for k, v in fit.items() if k != "history"}, indent=2))
         return run_dir / "best.pt"
+
+    def _teacher_cache(self, method: ResolutionKD, samples: SampleList,
+                       view: ResolutionView) -> TeacherCache:
+        key = fingerprint(method.teacher, [s.path for s in samples.samples], view=view,
+                          normalization=self.norm, image_size=self.r.data.image_size)
+        where = self.out / "teacher_cache" if self.r.kd.cache_teacher == "disk" else None
+        return TeacherCache(len(samples.samples), key, where)
 
     def _evaluate(self, name: str, role: str, factor: float, seed: int,
                   model_path: Path) -> dict[str, Any]:
