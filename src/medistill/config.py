@@ -41,6 +41,9 @@ class TrainConfig(StrictModel):
     device: str = "cpu"
     num_workers: int = Field(0, ge=0)
     pin_memory: bool = False
+    channels_last: bool = Field(False, description="NHWC memory format (faster convs on CPU)")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="autocast dtype (bf16/fp16 only where the device has fast units)")
     progress: bool = True
     tensorboard: bool = True
 

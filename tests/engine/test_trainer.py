@@ -120,3 +120,25 @@ def test_gradient_accumulation_equals_a_big_batch(tmp_path):
         outs.append(t.method.state_dict())
     for k in outs[0]:
         assert torch.allclose(outs[0][k], outs[1][k], atol=1e-5), k
+
+
+def test_channels_last_trains_the_same_model(tmp_path):
+    train, _ = _sets(n_train=8)
+    outs = []
+    for flag in (False, True):
+        t = Trainer(_method(), train, None, _cfg(epochs=1, channels_last=flag),
+                    tmp_path / str(flag), num_classes=4)
+        t.fit()
+        outs.append(t.method.state_dict())
+    for k in outs[0]:
+        assert torch.allclose(outs[0][k], outs[1][k], atol=1e-4), k
+
+
+def test_bf16_autocast_runs_and_stays_close(tmp_path):
+    train, _ = _sets(n_train=8)
+    losses = []
+    for amp in ("none", "bf16"):
+        t = Trainer(_method(), train, None, _cfg(epochs=1, amp=amp), tmp_path / amp,
+                    num_classes=4)
+        losses.append(t.fit()["history"][0]["train_loss"])
+    assert abs(losses[0] - losses[1]) < 0.05 * abs(losses[0])

@@ -45,14 +45,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor of a (nested) batch to ``device``; images (4-D floating tensors)
+    optionally to the channels-last memory format."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
-        return type(batch)(to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
     return batch
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @torch.no_grad()
@@ -148,6 +156,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(self.cfg.seed)
         self.method.to(self.device)
+        if self.cfg.channels_last:
+            self.method.to(memory_format=torch.channels_last)
         opt = self._optimizer()
         sched = self._scheduler(opt)
         state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "history": []}
@@ -182,6 +192,10 @@ class Trainer:
             self.train_set.set_epoch(epoch)
         loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
         accum = self.cfg.grad_accum
+        amp = self.cfg.amp
+        autocast = torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp),
+                                  enabled=amp != "none")
+        scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         sums: dict[str, float] = {}
         n_batches = 0
         start = time.perf_counter()
@@ -191,8 +205,9 @@ class Trainer:
                    disable=None if self.cfg.progress else True,  # None: off when not a TTY
                    leave=False, mininterval=2.0)
         for step, batch in enumerate(bar, start=1):
-            batch = to_device(batch, self.device)
-            out = self.method.training_step(batch)
+            batch = to_device(batch, self.device, self.cfg.channels_last)
+            with autocast:
+                out = self.method.training_step(batch)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
@@ -200,14 +215,16 @@ class Trainer:
                     f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
                     "try a lower learning rate"
                 )
-            (loss / accum).backward()
+            scaler.scale(loss / accum).backward()
             if step % accum == 0 or step == len(loader):
                 if self.cfg.max_grad_norm:
+                    scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(
                         [p for p in self.method.parameters() if p.requires_grad],
                         self.cfg.max_grad_norm,
                     )
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 opt.zero_grad(set_to_none=True)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
