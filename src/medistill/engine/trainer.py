@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medistill.config import TrainConfig
+from medistill.engine import distributed as dist_
 from medistill.engine.checkpoint import load_checkpoint, save_checkpoint, save_model
 from medistill.engine.logging import RunLogger
 from medistill.errors import CheckpointError, TrainingError
@@ -107,7 +108,7 @@ class Trainer:
         self.model_meta = model_meta or {}
         self.num_classes = num_classes
         self.desc = desc
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(dist_.device_for_rank(config.device))
 
     # -- construction -----------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -129,13 +130,19 @@ class Trainer:
             return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int = 0,
+                shard: bool = False) -> DataLoader:
+        """Batches of ``dataset``; ``shard``: this process's share of every global batch."""
+        world = dist_.world_size() if shard else 1
+        if self.cfg.batch_size % world:
+            raise TrainingError(f"{self.desc}: batch_size {self.cfg.batch_size} (the global "
+                                f"batch) does not divide among {world} processes")
+        sampler = dist_.EpochSampler(len(dataset), self.cfg.seed * 100_003 + epoch, shuffle,
+                                     dist_.rank() if shard else 0, world)
         return DataLoader(
             dataset,
-            batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            batch_size=self.cfg.batch_size // world,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             pin_memory=self.cfg.pin_memory and self.device.type == "cuda",
             drop_last=False,
@@ -143,8 +150,13 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        """Validation scores, computed by rank 0 and shared with every rank."""
         if self.val_set is None:
             return {}
+        scores = self._validate() if dist_.is_main() else None
+        return dist_.broadcast_object(scores)
+
+    def _validate(self) -> dict[str, float]:
         self.method.eval()
         loader = self._loader(self.val_set, shuffle=False)
         scores = self.method.validation_metrics(loader, self.device, self.num_classes)
@@ -164,7 +176,15 @@ class Trainer:
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
             state = self._restore(last, opt, sched)
-        logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard)
+        self.ddp = None
+        if dist_.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            # parameters a method leaves unused (e.g. an encoder's classification head during
+            # self-supervised training) must not stall the gradient reduction
+            self.ddp = DistributedDataParallel(self.method, find_unused_parameters=True)
+        main = dist_.is_main()
+        logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard) if main else None
         select = f"val_{self.cfg.select_metric}"
         try:
             for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
@@ -174,15 +194,20 @@ class Trainer:
                 score = row.get(select, -row["train_loss"])
                 if score > state["best"] or epoch == 1:
                     state.update(best=score, best_epoch=epoch)
-                    save_model(self.method.deployable(), self.model_meta, self.out_dir / "best.pt")
+                    if main:
+                        save_model(self.method.deployable(), self.model_meta,
+                                   self.out_dir / "best.pt")
                 state["epoch"] = epoch
-                self._save(last, opt, sched, state)
-                logger.log_epoch(state["history"])
-                if self.cfg.progress:
+                if main:
+                    self._save(last, opt, sched, state)
+                    logger.log_epoch(state["history"])
+                dist_.barrier()  # every rank sees the files of this epoch
+                if self.cfg.progress and main:
                     shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
                     tqdm.write(f"[{self.desc}] epoch {epoch}/{self.cfg.epochs} {shown}")
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         return {"best_epoch": state["best_epoch"], "best_score": state["best"],
                 "select_metric": select, "history": state["history"]}
 
@@ -190,7 +215,8 @@ class Trainer:
         self.method.train()
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
-        loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
+        loader = self._loader(self.train_set, shuffle=True, epoch=epoch, shard=True)
+        step_fn = self.ddp if self.ddp is not None else self.method.training_step
         accum = self.cfg.grad_accum
         amp = self.cfg.amp
         autocast = torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp),
@@ -207,9 +233,12 @@ class Trainer:
         for step, batch in enumerate(bar, start=1):
             batch = to_device(batch, self.device, self.cfg.channels_last)
             with autocast:
-                out = self.method.training_step(batch)
+                out = step_fn(batch)
             loss = out["loss"]
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if dist_.is_distributed():  # every rank stops together
+                finite = dist_.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
+            if not finite:
                 parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
                 raise TrainingError(
                     f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
@@ -232,6 +261,10 @@ class Trainer:
             n_images += len(batch["index"])
             bar.set_postfix(loss=f"{sums['loss'] / n_batches:.4f}")
         elapsed = time.perf_counter() - start
+        keys = sorted(sums)
+        totals = dist_.all_reduce_sum([sums[k] for k in keys] + [n_batches, n_images])
+        sums = dict(zip(keys, totals[:-2], strict=True))
+        n_batches, n_images = int(totals[-2]), int(totals[-1])
         row = {f"train_{k}": v / max(1, n_batches) for k, v in sums.items()}
         row["lr"] = opt.param_groups[0]["lr"]  # the rate this epoch trained with
         sched.step()

@@ -28,6 +28,10 @@ class Method(nn.Module):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The training step (so that ``DistributedDataParallel(method)(batch)`` works)."""
+        return self.training_step(batch)
+
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
