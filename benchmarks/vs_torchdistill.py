@@ -225,6 +225,7 @@ def table(summary: dict) -> str:
              "peak RSS MiB (median) | images/s ratio vs torchdistill | RSS ratio | "
              "final-epoch loss | per-run images/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
     for variant in VARIANTS:
         row = summary["variants"].get(variant)
         if row is None:
@@ -233,7 +234,7 @@ def table(summary: dict) -> str:
         lines.append(
             f"| {name} | {cache} | {row['runs']} | {row['images_per_s']:.1f} | "
             f"{row['wall_s']:.1f} | {row['peak_rss_mib']:.0f} | "
-            f"{row.get('speed_ratio', float('nan')):.2f}x | {row.get('rss_ratio', float('nan')):.2f} "
+            f"{row.get('speed_ratio', nan):.2f}x | {row.get('rss_ratio', nan):.2f} "
             f"| {row['final_loss']:.4f} | {', '.join(map(str, row['images_per_s_all']))} |")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,25 @@ def test_evaluate_rejects_a_non_model_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = medistill("evaluate", str(bad), "--data", str(demo_data_root()))
     assert res.returncode == 2 and str(bad) in res.stderr
+
+
+def test_nproc_refuses_methods_without_ddp_support(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"method: more_from_less\ndata: {{root: {demo_data_root()}}}\n")
+    res = medistill("run", str(recipe), "--nproc", "2", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert "does not support multi-process training" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_run_with_two_processes_writes_one_report(tmp_path):
+    res = medistill(
+        "run", "src/medistill/recipes/demo.yaml", "--out", str(tmp_path / "o"), "--nproc", "2",
+        "--no-progress", "--set", f"data.root={demo_data_root()}", "--set", "teacher_factor=4",
+        "--set", "student_factors=[2]", "--set", "train.epochs=1", "--set",
+        "stages.teacher.epochs=1", "--set", "eval.n_resamples=100",
+        cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr
+    assert "seed0/x2/kd" in res.stdout
+    assert (tmp_path / "o" / "report.html").is_file()

@@ -69,15 +69,51 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    nproc: Annotated[int, typer.Option(
+        help="Data-parallel processes (DDP: gloo on CPU, nccl on GPU); batch_size is global.",
+        min=1)] = 1,
 ) -> None:
-    """Train and evaluate everything a recipe describes, and write its report."""
-    from medistill.pipelines import load_recipe, run_recipe
+    """Train and evaluate everything a recipe describes, and write its report.
 
-    cfg = load_recipe(recipe, set_ or [])
+    Under ``torchrun`` the process group comes from its environment; ``--nproc N`` starts N
+    processes itself.
+    """
+    from medistill.engine.distributed import init_from_env, is_main, launch
+    from medistill.errors import RecipeError
+    from medistill.pipelines import RECIPES, load_recipe, run_recipe
+
+    cfg = load_recipe(recipe, set_ or [])  # validated here, before any process starts
     out = out or Path("runs") / recipe.stem
-    results = run_recipe(cfg, out, resume=resume, progress=progress)
+    if nproc > 1 or init_from_env():
+        if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
+            raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
+                              "training yet; run it with one process")
+    if nproc > 1:
+        from torch.multiprocessing import ProcessRaisedException
+
+        try:
+            launch(_run_worker, nproc, str(recipe), list(set_ or []), str(out), resume,
+                   progress)
+        except ProcessRaisedException as e:
+            last = str(e).strip().splitlines()[-1]
+            raise RecipeError(f"a training process failed: {last}") from None
+        results = json.loads((out / "results.json").read_text())
+    else:
+        results = run_recipe(cfg, out, resume=resume, progress=progress and is_main())
+        if not is_main():
+            return
     _print_runs(results["runs"])
     typer.echo(f"report: {out / 'report.html'}")
+
+
+def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
+                progress: bool) -> None:
+    """One process of ``medistill run --nproc N``."""
+    from medistill.engine.distributed import is_main
+    from medistill.pipelines import load_recipe, run_recipe
+
+    run_recipe(load_recipe(recipe, overrides), out, resume=resume,
+               progress=progress and is_main())
 
 
 @app.command()

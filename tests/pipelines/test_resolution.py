@@ -147,7 +147,8 @@ def test_cached_teacher_trains_the_same_student(tmp_path, single_thread):
                    progress=False)
     plain, _ = load_model(tmp_path / "none/seed0/x2/kd/best.pt")
     cached, _ = load_model(tmp_path / "disk/seed0/x2/kd/best.pt")
-    for (k, a), b in zip(plain.state_dict().items(), cached.state_dict().values()):
+    for (k, a), b in zip(plain.state_dict().items(), cached.state_dict().values(),
+                         strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
     assert len(list((tmp_path / "disk/teacher_cache").iterdir())) == 1
 

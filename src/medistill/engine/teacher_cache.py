@@ -61,6 +61,11 @@ class TeacherCache:
         if dtype not in _DTYPES:
             raise TrainingError(f"teacher cache dtype must be one of {sorted(_DTYPES)}")
         self.size, self.key, self.dtype = size, key, _DTYPES[dtype]
+        if directory is not None:
+            from medistill.engine.distributed import is_distributed, rank
+
+            if is_distributed():  # each process caches the samples it sees, in its own folder
+                directory = Path(directory) / f"rank{rank()}"
         self.dir = Path(directory) / key if directory is not None else None
         self.arrays: dict[str, np.ndarray] = {}
         self.filled = np.zeros(size, dtype=bool)

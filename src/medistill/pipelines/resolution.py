@@ -32,6 +32,7 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import atomic_write_text, load_model
+from medistill.engine.distributed import barrier, is_main
 from medistill.engine.teacher_cache import TeacherCache, fingerprint
 from medistill.engine.trainer import Trainer, seed_everything
 from medistill.errors import RecipeError
@@ -114,6 +115,7 @@ def _magnification(factor: float) -> str:
 
 
 class ResolutionPipeline:
+    supports_ddp = True  # every rank trains; rank 0 evaluates and reports
     def __init__(self, recipe: ResolutionRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         self.r = recipe
@@ -162,8 +164,10 @@ class ResolutionPipeline:
         cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
         trainer = Trainer(method, train_set, val_set, cfg, run_dir, meta, len(self.classes), name)
         fit = trainer.fit(resume=self.resume)
-        atomic_write_text(run_dir / "train_done.json", json.dumps(
-            {k: v for k, v in fit.items() if k != "history"}, indent=2))
+        if is_main():
+            atomic_write_text(run_dir / "train_done.json", json.dumps(
+                {k: v for k, v in fit.items() if k != "history"}, indent=2))
+        barrier()
         return run_dir / "best.pt"
 
     def _teacher_cache(self, method: ResolutionKD, samples: SampleList,
@@ -175,6 +179,8 @@ class ResolutionPipeline:
 
     def _evaluate(self, name: str, role: str, factor: float, seed: int,
                   model_path: Path) -> dict[str, Any]:
+        if not is_main():  # evaluation and reports are rank 0's
+            return {}
         done = self.out / name / "eval.json"
         if done.is_file() and self.resume:
             return json.loads(done.read_text())
@@ -224,8 +230,10 @@ class ResolutionPipeline:
         if (self.out / "recipe.json").exists() and not self.resume:
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._load_data()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        barrier()  # every rank has checked before rank 0 writes
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
         runs = []
         for seed in r.seeds:
             teacher_path = self._teacher(seed)
@@ -264,8 +272,10 @@ class ResolutionPipeline:
                             len(self.test_samples.samples)),
             "config": json.loads(r.model_dump_json()),
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-        write_report(self.out, results)
+        if is_main():
+            atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
+            write_report(self.out, results)
+        barrier()
         return results
 
 
