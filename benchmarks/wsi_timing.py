@@ -6,6 +6,11 @@ reading, Lanczos resampling, inference, outputs), tiles/s, and the ratio of the 
 
     python benchmarks/wsi_timing.py --model runs/demo/student/best.pt --mpp 0.5 2.0
     python benchmarks/wsi_timing.py            # an untrained tiny small_resnet, 32 px tiles
+    # teacher vs student, each at its own resolution, on a 3 x 3 mosaic of the slide written as
+    # a 3-level pyramid (levels 1, 4, 16):
+    python benchmarks/wsi_timing.py --mosaic 3 \
+        --run benchmarks/out/resolution_kd/seed0/teacher/best.pt@1.0 \
+        --run benchmarks/out/resolution_kd/seed0/x8/kd_aux/best.pt@8.0
 
 Without ``--model`` an untrained ``small_resnet`` (widths 16/32/64/128, 32 px input) is
 written to a temporary folder: the timing then measures the pipeline, not a real model.
@@ -43,6 +48,63 @@ def tiny_model(folder: Path) -> Path:
     return save_model(create_model("small_resnet", 2, **kwargs), meta, folder / "tiny.pt")
 
 
+def mosaic_slide(slide: Path, n: int, path: Path) -> Path:
+    """An Aperio-style tiled TIFF of the slide repeated n x n, levels 1, 4 and 16 (Lanczos),
+    with the source mpp; written once (OpenSlide reads it as a 3-level pyramid)."""
+    if path.is_file():
+        return path
+    import numpy as np
+    import openslide
+    import tifffile
+    from PIL import Image
+
+    src = openslide.OpenSlide(str(slide))
+    mpp = src.properties.get("openslide.mpp-x", "0.499")
+    image = np.asarray(src.read_region((0, 0), 0, src.dimensions).convert("RGB"))
+    big = np.tile(image, (n, n, 1))
+    h, w = big.shape[:2]
+    desc = f"Aperio Image Library (medistill synthetic mosaic)\n{w}x{h} (256x256)|AppMag = 20" \
+           f"|MPP = {mpp}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tifffile.TiffWriter(tmp) as tw:
+        tw.write(big, tile=(256, 256), photometric="rgb", compression="zlib", description=desc,
+                 metadata=None)
+        for f in (4, 16):
+            small = Image.fromarray(big).resize((w // f, h // f), Image.Resampling.LANCZOS)
+            tw.write(np.asarray(small), tile=(256, 256), photometric="rgb", compression="zlib",
+                     description="level", metadata=None)
+    tmp.replace(path)
+    return path
+
+
+def time_runs(args: argparse.Namespace) -> None:
+    """Each MODEL@MPP once after a warm-up; the wall-time ratio of the first to each other."""
+    runs = []
+    for spec in args.run:
+        model, mpp, *tile = spec.split("@")
+        runs.append((Path(model), float(mpp), int(tile[0]) if tile else None))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        model, mpp, tile = runs[-1]
+        predict_wsi(args.slide, model, out / "warmup", mpp=mpp, progress=False,
+                    batch_size=args.batch_size, tile_px=tile)
+        print(f"slide: {args.slide.name}  torch threads: {torch.get_num_threads()}  "
+              f"batch: {args.batch_size}")
+        print(f"{'model':<48} {'mpp':>5} {'level':>5} {'tile px':>7} {'tiles':>6} "
+              f"{'seconds':>8} {'tiles/s':>8} {'speed-up':>8}")
+        first = None
+        for i, (model, mpp, tile) in enumerate(runs):
+            start = time.perf_counter()
+            s = predict_wsi(args.slide, model, out / f"run{i}", mpp=mpp, progress=False,
+                            batch_size=args.batch_size, tile_px=tile)
+            sec = time.perf_counter() - start
+            first = first or sec
+            print(f"{str(model)[-48:]:<48} {s['mpp']:>5.3g} {s['level']:>5} {s['tile_px']:>7} "
+                  f"{s['n_tiles_tissue']:>6} {sec:>8.2f} {s['n_tiles_tissue'] / sec:>8.1f} "
+                  f"{first / sec:>7.1f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--slide", type=Path, default=SLIDE)
@@ -54,9 +116,19 @@ def main() -> None:
                    help="tile size (needed for models trained without a fixed image_size)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None, help="keep the outputs here")
+    p.add_argument("--run", action="append", default=[], metavar="MODEL@MPP[@TILE_PX]",
+                   help="a model at its own resolution (repeat; replaces --model/--mpp)")
+    p.add_argument("--mosaic", type=int, default=0,
+                   help="tile the slide N x N into a synthetic 3-level pyramid (larger slide)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mosaic:
+        args.slide = mosaic_slide(args.slide, args.mosaic,
+                                  ROOT / "benchmarks" / "out" / f"mosaic{args.mosaic}.svs")
+    if args.run:
+        time_runs(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
