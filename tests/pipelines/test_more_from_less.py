@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from medistill.data.views import view_from_spec
 from medistill.engine import load_model
 from medistill.errors import RecipeError
 from medistill.methods import JointEmbedding
@@ -117,3 +119,13 @@ def test_existing_output_is_refused_without_resume(run) -> None:
 def test_bad_level_is_a_recipe_error() -> None:
     with pytest.raises(RecipeError, match="levels"):
         tiny("levels=[blurry]")
+
+
+def test_nuclei_level_feeds_nuclear_masks(tmp_path) -> None:
+    p = MoreFromLessPipeline(tiny("levels=[nuclei]", "input_size=64"), tmp_path)
+    p._load_data()
+    assert p.view_spec("nuclei") == {"kind": "nuclei"}
+    data = p.dataset(p.test, {"input": view_from_spec(p.view_spec("nuclei"))})
+    mask = data.view_array(0, "input")
+    assert mask.shape[2] == 3 and len(np.unique(mask.reshape(-1, 3), axis=0)) <= 2
+    assert (mask > 0).any() and (mask == 0).any()  # nuclei on background
