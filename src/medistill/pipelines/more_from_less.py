@@ -31,15 +31,15 @@ from medistill.config import (
     ModelConfig,
     StrictModel,
     TrainConfig,
-    merge_train,
 )
 from medistill.data import PairedViewDataset, SampleList, SparseView, SSLAugment, channel_stats
 from medistill.data.views import view_from_spec
-from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import Trainer, seed_everything
+from medistill.engine.checkpoint import load_model
+from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import FeatureDataset, JointEmbedding, LinearProbe, Supervised
 from medistill.models import create_model
+from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split
 from medistill.pipelines.evaluate import run_record
 
@@ -88,7 +88,7 @@ class AnalysisConfig(StrictModel):
     gradcam_images: int = Field(6, ge=1)
 
 
-class MoreFromLessRecipe(StrictModel):
+class MoreFromLessRecipe(StagedRecipe):
     method: Literal["more_from_less"] = "more_from_less"
     title: str = "More From Less: self-supervised distillation into sparse inputs"
     data: DataConfig
@@ -111,22 +111,15 @@ class MoreFromLessRecipe(StrictModel):
     eval: EvalConfig = EvalConfig()
     analysis: AnalysisConfig = AnalysisConfig()
 
-    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
-        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
-        return cfg.model_copy(update={"seed": seed})
-
 
 def level_name(level: Level) -> str:
     return "nuclei" if level == "nuclei" else f"{level}px"
 
 
-class MoreFromLessPipeline:
+class MoreFromLessPipeline(Pipeline):
     def __init__(self, recipe: MoreFromLessRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
-        self.r = recipe
-        self.out = Path(out_dir)
-        self.resume = resume
-        self.progress = progress
+        super().__init__(recipe, out_dir, resume, progress)
         self.cache: dict = {}  # degraded views, shared by every run's datasets
         if not recipe.pairs and not recipe.supervised:
             raise RecipeError("pairs is empty and supervised is false: nothing to run")
@@ -167,18 +160,6 @@ class MoreFromLessPipeline:
                 "normalization": self.norm, "image_size": data.image_size}
 
     # -- training stages ----------------------------------------------------------------------
-    def _fit(self, run: str, method, train_set, val_set, cfg: TrainConfig, meta: dict,
-             n_classes: int) -> Path:
-        run_dir = self.out / run
-        if (run_dir / "train_done.json").is_file():
-            return run_dir / "best.pt"
-        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
-        fit = Trainer(method, train_set, val_set, cfg, run_dir, meta, n_classes, run).fit(
-            resume=self.resume)
-        atomic_write_text(run_dir / "train_done.json", json.dumps(
-            {k: v for k, v in fit.items() if k != "history"}, indent=2))
-        return run_dir / "best.pt"
-
     def _encoder(self, seed: int, n_classes: int):
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
         return create_model(self.r.encoder.name, n_classes, **self.r.encoder.kwargs)
@@ -202,7 +183,7 @@ class MoreFromLessPipeline:
             eps=s.eps, temperature=s.temperature)
         cfg = r.stage_train("ssl", seed)
         train_set = self.dataset(self.ssl_samples, views, r.augment.build(), cfg.seed)
-        return self._fit(run, method, train_set, None, cfg, self.meta(level, self.classes,
+        return self.fit(run, method, train_set, None, cfg, self.meta(level, self.classes,
                                                                      r.data), k)
 
     def _probe(self, run: str, encoder_path: Path, level: Level, task: str,
@@ -221,28 +202,24 @@ class MoreFromLessPipeline:
                  for s in (train, val)]
         seed_everything(seed)
         probe = LinearProbe(encoder, len(train.classes), view="input")
-        return self._fit(run, probe, feats[0], feats[1], cfg,
+        return self.fit(run, probe, feats[0], feats[1], cfg,
                          self.meta(level, train.classes, data), len(train.classes))
 
     def _supervised(self, run: str, level: Level, seed: int) -> Path:
         cfg = self.r.stage_train("supervised", seed)
         view = {"input": view_from_spec(self.view_spec(level))}
         method = Supervised(self._encoder(seed, len(self.classes)))
-        return self._fit(run, method, self.dataset(self.train, view, self.r.augment.build(),
+        return self.fit(run, method, self.dataset(self.train, view, self.r.augment.build(),
                                                    cfg.seed),
                          self.dataset(self.val, view), cfg,
                          self.meta(level, self.classes, self.r.data), len(self.classes))
 
     def _record(self, run: str, model_path: Path, task: str, **fields: Any) -> dict[str, Any]:
-        done = self.out / run / "eval.json"
-        if done.is_file() and self.resume:
-            return json.loads(done.read_text())
         split = self.r.eval.split if task == "main" else \
             f"transfer/{self.r.transfer.splits.test}"
-        record = run_record(model_path, self.tasks[task][2], self.r.eval, name=run,
-                            split=split, task=task, **fields)
-        atomic_write_text(done, json.dumps(record, indent=2))
-        return record
+        return self.cached_record(run, lambda: run_record(
+            model_path, self.tasks[task][2], self.r.eval, name=run, split=split, task=task,
+            **fields))
 
     def _evaluate_encoder(self, base: str, encoder_path: Path, level: Level, seed: int,
                           role: str, **fields: Any) -> list[dict[str, Any]]:
@@ -262,14 +239,10 @@ class MoreFromLessPipeline:
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         from medistill.pipelines.ssl_analysis import analyse, table_sections
-        from medistill.reports import write_report
 
         r = self.r
-        if (self.out / "recipe.json").exists() and not self.resume:
-            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._load_data()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        self.start()
         runs: list[dict[str, Any]] = []
         for seed in r.seeds:
             for level in r.levels:
@@ -297,9 +270,7 @@ class MoreFromLessPipeline:
                             len(self.test.samples)),
             "config": json.loads(r.model_dump_json()),
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-        write_report(self.out, results)
-        return results
+        return self.finish(results)
 
 
 def _summary(r: MoreFromLessRecipe) -> str:

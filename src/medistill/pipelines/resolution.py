@@ -28,16 +28,15 @@ from medistill.config import (
     ModelConfig,
     StrictModel,
     TrainConfig,
-    merge_train,
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
-from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.distributed import barrier, is_main
+from medistill.engine.checkpoint import load_model
 from medistill.engine.teacher_cache import TeacherCache, fingerprint
-from medistill.engine.trainer import Trainer, seed_everything
+from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.models import create_model
+from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
 from medistill.pipelines.evaluate import run_record
 
@@ -60,7 +59,7 @@ class KDConfig(StrictModel):
         "none", description="teacher outputs computed once (needs augment.enabled: false)")
 
 
-class ResolutionRecipe(StrictModel):
+class ResolutionRecipe(StagedRecipe):
     method: Literal["resolution_kd"] = "resolution_kd"
     title: str = "Resolution-based distillation"
     data: DataConfig
@@ -105,23 +104,18 @@ class ResolutionRecipe(StrictModel):
             raise ValueError("resolutions must not be finer than data.source_mpp")
         return self
 
-    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
-        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
-        return cfg.model_copy(update={"seed": seed})
 
 
 def _magnification(factor: float) -> str:
     return "1x" if factor == 1 else f"1/{factor:g}x"
 
 
-class ResolutionPipeline:
+class ResolutionPipeline(Pipeline):
     supports_ddp = True  # every rank trains; rank 0 evaluates and reports
+
     def __init__(self, recipe: ResolutionRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
-        self.r = recipe
-        self.out = Path(out_dir)
-        self.resume = resume
-        self.progress = progress
+        super().__init__(recipe, out_dir, resume, progress)
         if "kd_aux" in recipe.runs and not recipe.aux_data:
             raise RecipeError("runs: 'kd_aux' needs at least one aux_data dataset")
 
@@ -152,23 +146,13 @@ class ResolutionPipeline:
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, views: dict[str, ResolutionView], samples: SampleList,
                cfg: TrainConfig, meta: dict) -> Path:
-        run_dir = self.out / name
-        if (run_dir / "train_done.json").is_file():
-            return run_dir / "best.pt"
         aug = make_augment(self.r.augment)
         train_set = make_dataset(samples, views, self.r.data, self.norm, aug, cfg.seed)
         val_view = {name_: views[name_] for name_ in views if name_ in ("input", "student")}
         val_set = make_dataset(self.val_samples, val_view, self.r.data, self.norm)
         if isinstance(method, ResolutionKD) and self.r.kd.cache_teacher != "none":
             method.teacher_cache = self._teacher_cache(method, samples, views["teacher"])
-        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
-        trainer = Trainer(method, train_set, val_set, cfg, run_dir, meta, len(self.classes), name)
-        fit = trainer.fit(resume=self.resume)
-        if is_main():
-            atomic_write_text(run_dir / "train_done.json", json.dumps(
-                {k: v for k, v in fit.items() if k != "history"}, indent=2))
-        barrier()
-        return run_dir / "best.pt"
+        return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
 
     def _teacher_cache(self, method: ResolutionKD, samples: SampleList,
                        view: ResolutionView) -> TeacherCache:
@@ -179,15 +163,9 @@ class ResolutionPipeline:
 
     def _evaluate(self, name: str, role: str, factor: float, seed: int,
                   model_path: Path) -> dict[str, Any]:
-        if not is_main():  # evaluation and reports are rank 0's
-            return {}
-        done = self.out / name / "eval.json"
-        if done.is_file() and self.resume:
-            return json.loads(done.read_text())
-        record = run_record(model_path, self.test_samples, self.r.eval, name=name, role=role,
-                            factor=factor, magnification=_magnification(factor), seed=seed)
-        atomic_write_text(done, json.dumps(record, indent=2))
-        return record
+        return self.cached_record(name, lambda: run_record(
+            model_path, self.test_samples, self.r.eval, name=name, role=role, factor=factor,
+            magnification=_magnification(factor), seed=seed))
 
     def _teacher(self, seed: int) -> Path:
         r = self.r
@@ -224,16 +202,9 @@ class ResolutionPipeline:
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports import write_report
-
         r = self.r
-        if (self.out / "recipe.json").exists() and not self.resume:
-            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._load_data()
-        barrier()  # every rank has checked before rank 0 writes
-        if is_main():
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        self.start()
         runs = []
         for seed in r.seeds:
             teacher_path = self._teacher(seed)
@@ -272,11 +243,7 @@ class ResolutionPipeline:
                             len(self.test_samples.samples)),
             "config": json.loads(r.model_dump_json()),
         }
-        if is_main():
-            atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-            write_report(self.out, results)
-        barrier()
-        return results
+        return self.finish(results)
 
 
 def _summary(r: ResolutionRecipe) -> str:
