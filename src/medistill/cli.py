@@ -55,8 +55,22 @@ def print_seg_table(runs: list[dict[str, Any]]) -> None:
         )
 
 
+def print_weak_table(runs: list[dict[str, Any]]) -> None:
+    """A plain-text weakly supervised segmentation table (pixel F1 / image AUC) on stdout."""
+    header = f"{'run':<22} {'images':>6} {'pixel F1 (95% CI)':>22} " \
+             f"{'F1 positives (95% CI)':>22} {'image AUC':>9}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in runs:
+        m = r["metrics"]
+        typer.echo(f"{r['name']:<22} {r.get('n', 0):>6} {_fmt_ci(m['pixel_f1']):>22} "
+                   f"{_fmt_ci(m['pixel_f1_pos']):>22} {m['image_auc']['value']:>9.3f}")
+
+
 def _print_runs(runs: list[dict[str, Any]]) -> None:
-    if runs and "dice" in runs[0].get("metrics", {}):
+    if runs and "pixel_f1" in runs[0].get("metrics", {}):
+        print_weak_table(runs)
+    elif runs and "dice" in runs[0].get("metrics", {}):
         print_seg_table(runs)
     else:
         print_table(runs)
