@@ -59,7 +59,7 @@ class WeakDataConfig(StrictModel):
     val_group_column: str | None = None
     image_size: int = Field(96, ge=16)
     max_train_per_class: int | None = Field(None, ge=1, description="seeded subset per label")
-    max_eval_per_class: int | None = Field(None, ge=1, description="val/test subset per label")
+    max_val_per_class: int | None = Field(None, ge=1, description="val subset per label")
     sample_seed: int = 0
 
     @model_validator(mode="before")
@@ -86,8 +86,8 @@ def load_weak_split(cfg: WeakDataConfig, role: str) -> tuple[list[SegItem], list
         items, labels = kept if role == "train" else held
     else:
         items, labels = _read(cfg, getattr(cfg.splits, role))
-    cap = cfg.max_train_per_class if role == "train" else cfg.max_eval_per_class
-    return cap_per_class(items, labels, cap, cfg.sample_seed)
+    cap = {"train": cfg.max_train_per_class, "val": cfg.max_val_per_class}.get(role)
+    return cap_per_class(items, labels, cap, cfg.sample_seed)  # the test split is never capped
 
 
 def _column(cfg: WeakDataConfig, column: str) -> dict[Path, str]:
