@@ -158,3 +158,17 @@ def test_cli_run(data_root, tmp_path, single_thread):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "pixel F1" in res.output and "seed0/ikd" in res.output
+
+
+def test_cli_evaluate_a_weak_model(full_run, data_root, tmp_path):
+    out, results, _ = full_run
+    best = out / "seed0" / "mil_teacher" / "best.pt"
+    res = CliRunner().invoke(app, ["evaluate", str(best), "--data", str(data_root),
+                                   "--split", "test", "--n-resamples", "50",
+                                   "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert record["n"] == 4 and "pixel_f1_pos" in record["metrics"]
+    # the same model file on the same split: the pipeline's numbers (same smoothing, threshold)
+    assert record["metrics"]["pixel_f1"]["value"] == pytest.approx(
+        results["runs"][0]["metrics"]["pixel_f1"]["value"])

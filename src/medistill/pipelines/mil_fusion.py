@@ -130,7 +130,8 @@ class MILFusionPipeline:
         return {"task": "segmentation", "model": self.r.model.model_dump(),
                 "classes": list(self.r.data.classes), "view": {"factor": 1, "upsample": False},
                 "normalization": self.norm, "image_size": self.r.data.image_size,
-                "threshold": self.r.eval.threshold, "data": data, "weak": True}
+                "threshold": self.r.eval.threshold, "sigma": self.r.eval.sigma, "data": data,
+                "weak": True}
 
     # -- models and training ----------------------------------------------------------------
     def _model(self, seed: int) -> MILSegmenter:
