@@ -54,8 +54,11 @@ def main() -> None:
     p.add_argument("--summarize", action="store_true")
     args = p.parse_args()
     out = Path(args.out or f"benchmarks/out/mil_fusion/{args.dataset}")
+    root = Path(__file__).resolve().parents[1]
+    data = args.data or DEFAULT_DATA[args.dataset]
     if args.summarize:
         print(summary_table(collect(out)))
+        print(reference_table(root / "recipes" / RECIPES[args.dataset], data))
         return
 
     import torch
@@ -64,9 +67,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(__file__).resolve().parents[1]
     overrides = [
-        f"data.root={args.data or DEFAULT_DATA[args.dataset]}",
+        f"data.root={data}",
         f"data.image_size={args.image_size}",
         f"model.kwargs={{backbone: {args.backbone}}}",
         f"seeds={json.dumps(args.seeds)}",
@@ -87,6 +89,33 @@ def main() -> None:
     run_recipe(recipe, out, resume=(out / "recipe.json").exists(), progress=False)
     print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}\n")
     print(summary_table(collect(out)))
+    print(reference_table(root / "recipes" / RECIPES[args.dataset], data))
+
+
+def reference_table(recipe_path: Path, data: str) -> str:
+    """Test pixel F1 of two trivial predictions, from the masks alone: everything tumour and
+    nothing tumour (per image at the original size; negatives have an empty target)."""
+    import numpy as np
+
+    from medistill.data.segmentation import load_mask
+    from medistill.metrics import bootstrap_mean
+    from medistill.pipelines import load_recipe
+    from medistill.pipelines.weak_data import load_weak_split
+
+    cfg = load_recipe(recipe_path, [f"data.root={data}"]).data
+    items, labels = load_weak_split(cfg, "test")
+    f1_all_ones = []
+    for item, label in zip(items, labels, strict=True):
+        mask = load_mask(item.mask, "binary") if label else None
+        f1_all_ones.append(2 * mask.mean() / (1 + mask.mean()) if label else 0.0)
+    ones, y = np.array(f1_all_ones), np.array(labels, bool)
+    zeros = (~y).astype(float)
+    rows = ["| Trivial prediction | Test pixel F1, all (95% CI) | F1 positives |",
+            "|---|---:|---:|"]
+    for name, f1 in (("everything tumour", ones), ("nothing tumour", zeros)):
+        m = bootstrap_mean(f1)
+        rows.append(f"| {name} | {_ci(m)} | {f1[y].mean():.3f} |")
+    return "\n".join(rows)
 
 
 def collect(out: Path) -> list[dict]:
