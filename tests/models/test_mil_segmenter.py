@@ -45,3 +45,27 @@ def test_bad_configurations_fail_with_one_line_errors():
         create_model("mil_segmenter", 3, **TINY)
     with pytest.raises(RecipeError, match="fusion_weights"):
         create_model("mil_segmenter", 2, fusion_weights=[1, 1], **TINY)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_save_load_and_export(fmt, tmp_path):
+    import numpy as np
+
+    from medistill.deploy import export_model, load_exported
+    from medistill.engine import load_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("mil_segmenter", 2, **TINY).eval()
+    meta = {"task": "segmentation", "model": {"name": "mil_segmenter", "kwargs": TINY},
+            "classes": ["background", "tumour"], "view": {"factor": 1, "upsample": False},
+            "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}, "image_size": 32}
+    path = save_model(model, meta, tmp_path / "m.pt")
+    loaded, _ = load_model(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.ts.pt")
+    assert export_model(path, out, fmt)["max_abs_diff"] < 1e-4
+    runner, _ = load_exported(out)
+    with torch.no_grad():
+        np.testing.assert_allclose(runner(x.numpy()), model(x).numpy(), atol=1e-4, rtol=0)

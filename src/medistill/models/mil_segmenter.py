@@ -131,3 +131,4 @@ def mil_segmenter(num_classes: int = 2, backbone: str = "small_resnet",
 
 
 mil_segmenter.task = "segmentation"  # type: ignore[attr-defined]
+mil_segmenter.binary_only = True  # type: ignore[attr-defined]  (one output channel)
