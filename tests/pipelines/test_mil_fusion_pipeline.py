@@ -172,3 +172,14 @@ def test_cli_evaluate_a_weak_model(full_run, data_root, tmp_path):
     # the same model file on the same split: the pipeline's numbers (same smoothing, threshold)
     assert record["metrics"]["pixel_f1"]["value"] == pytest.approx(
         results["runs"][0]["metrics"]["pixel_f1"]["value"])
+
+
+@pytest.mark.parametrize("name,setup,positive", [("glas", "glas", ["1"]),
+                                                 ("ebhi", "ebhi_seg", ["adenocarcinoma"])])
+def test_shipped_recipes_validate_and_pick_their_setup(name, setup, positive):
+    recipe = load_recipe(ROOT / "recipes" / f"mil_fusion_{name}.yaml",
+                         ["data.root=/elsewhere", "data.splits.val=[v]"])
+    d = recipe.data
+    assert d.setup == setup and d.positive == positive and d.root == "/elsewhere"
+    assert d.splits.val == ["v"] and d.splits.train == ["train"]  # partial override keeps rest
+    assert recipe.fusion.compare_metric == "pixel_f1" and recipe.eval.sigma == 3.0
