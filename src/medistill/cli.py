@@ -55,8 +55,22 @@ def print_seg_table(runs: list[dict[str, Any]]) -> None:
         )
 
 
+def print_weak_table(runs: list[dict[str, Any]]) -> None:
+    """A plain-text weakly supervised segmentation table (pixel F1 / image AUC) on stdout."""
+    header = f"{'run':<22} {'images':>6} {'pixel F1 (95% CI)':>22} " \
+             f"{'F1 positives (95% CI)':>22} {'image AUC':>9}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in runs:
+        m = r["metrics"]
+        typer.echo(f"{r['name']:<22} {r.get('n', 0):>6} {_fmt_ci(m['pixel_f1']):>22} "
+                   f"{_fmt_ci(m['pixel_f1_pos']):>22} {m['image_auc']['value']:>9.3f}")
+
+
 def _print_runs(runs: list[dict[str, Any]]) -> None:
-    if runs and "dice" in runs[0].get("metrics", {}):
+    if runs and "pixel_f1" in runs[0].get("metrics", {}):
+        print_weak_table(runs)
+    elif runs and "dice" in runs[0].get("metrics", {}):
         print_seg_table(runs)
     else:
         print_table(runs)
@@ -137,6 +151,9 @@ def evaluate(
     from medistill.pipelines.evaluate import evaluate_classifier
 
     model, meta = load_model(checkpoint)
+    if meta.get("weak"):
+        _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out)
+        return
     if meta.get("task") == "segmentation":
         _evaluate_segmenter(checkpoint, model, meta, data, split, n_resamples, out)
         return
@@ -157,6 +174,32 @@ def evaluate(
         write_report(out, {"title": f"Evaluation of {checkpoint}", "classes": meta["classes"],
                            "runs": [record]})
         typer.echo(f"report: {out / 'report.html'}")
+
+
+def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
+                   split: str, n_resamples: int, out: Path | None) -> None:
+    """A weakly supervised (mil_fusion) model on a role of its data setup (train/val/test)."""
+    from medistill.config import validate
+    from medistill.data.weak import WeakSegDataset
+    from medistill.pipelines.evaluate_weak import evaluate_weak
+    from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
+
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"--split: a weakly supervised model takes train, val or "
+                                 f"test (its data setup's roles), got {split!r}")
+    cfg = validate(WeakDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    items, labels = load_weak_split(cfg, split)
+    norm = meta["normalization"]
+    dataset = WeakSegDataset(items, labels, 2, meta["image_size"], norm["mean"], norm["std"],
+                             mask_mode=cfg.mask_mode)
+    res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples)
+    record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split, **res}
+    print_weak_table([record])
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        typer.echo(f"eval: {out / 'eval.json'}")
 
 
 def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,

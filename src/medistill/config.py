@@ -36,6 +36,7 @@ class TrainConfig(StrictModel):
     select_metric: Literal[
         "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
         "dice", "iou",  # segmentation methods' validation scores
+        "pixel_f1", "pixel_f1_pos", "image_auc",  # weakly supervised segmentation
     ] = "macro_f1"
     seed: int = 0
     device: str = "cpu"

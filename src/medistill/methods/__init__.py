@@ -22,3 +22,8 @@ from medistill.methods.hlfd import SegmentationKD  # noqa: E402
 from medistill.methods.segmentation import SegmentationMethod, SegSupervised  # noqa: E402
 
 __all__ += ["SegSupervised", "SegmentationKD", "SegmentationMethod"]
+
+# weakly supervised segmentation: MIL teacher + iterative fusion KD (He, Li, Zemp, 2024)
+from medistill.methods.mil_fusion import FusionKD, MILTraining, decide_swap  # noqa: E402
+
+__all__ += ["FusionKD", "MILTraining", "decide_swap"]

@@ -21,8 +21,18 @@ from medistill.metrics.segmentation import (
     multiclass_case_metrics,
     segmentation_report,
 )
+from medistill.metrics.weak_segmentation import (
+    WEAK_METRICS,
+    binary_auc,
+    weak_case_metrics,
+    weak_segmentation_report,
+)
 
 __all__ = [
+    "WEAK_METRICS",
+    "binary_auc",
+    "weak_case_metrics",
+    "weak_segmentation_report",
     "SEG_METRICS",
     "bootstrap_mean",
     "case_metrics",

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from medistill.models import mil_segmenter as _mil  # noqa: F401  (weakly supervised MIL)
 from medistill.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
 from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)

@@ -1,0 +1,117 @@
+"""Weakly supervised segmentation with iterative fusion knowledge distillation on MIL
+pseudo-labels (He, Li, Zemp, 2024, "Enhancing Weakly-Supervised Histopathology Image
+Segmentation with Knowledge Distillation on MIL-Based Pseudo-Labels", arXiv:2407.10274).
+
+The copy of the paper we work from (``shared/papers/ikd_mil_weakly_supervised_segmentation.md``)
+carries the method's sections but not its equation numbers, so the terms are cited by section:
+
+- :class:`MILTraining` (section 3.1, the MIL teacher): a :class:`MILSegmenter` trained from
+  image labels only, ``L_MIL = mean over {side maps, fused map} of BCE(pool(map), y)``
+  (:class:`~medistill.losses.MILPoolingLoss`, LSE pooling by default);
+- :class:`FusionKD` (section 3.2, one distillation round): a student of the same architecture
+  and a FROZEN teacher; ``L = L_fusion + lambda_wce * L_wce (+ mu * L_MIL)`` with the fusion-KD
+  term ``L_fusion`` = mean over every student side map and its fused map of (soft Dice + soft
+  BCE) to the teacher's FUSED soft map (:class:`~medistill.losses.FusionKDLoss`), and the
+  weighted cross-entropy regulariser ``L_wce`` = BCE of the student's fused map to the teacher's
+  fused PROBABILITY, weighted per pixel by ``(1 - |t - s|)^gamma``
+  (:class:`~medistill.losses.AgreementWeightedBCE`; the authors' code casts the target to an
+  integer, which floors it to background: not repeated here). ``mu`` (default 0) optionally
+  keeps the image-label MIL loss on the student;
+- dynamic role reversal (section 3.2): :func:`decide_swap` compares teacher and student on
+  the VALIDATION split (the authors' code uses the test split); the rounds are run by
+  :class:`~medistill.pipelines.role_reversal.IterativeFusion`.
+
+Validation (the scores the trainer selects on and role reversal compares) follows the test
+protocol: tumour probability maps resized to the original mask size, optional Gaussian
+smoothing, threshold 0.5, per-image pixel F1 (``pixel_f1``; also as ``dice``), ``pixel_f1_pos``,
+``iou`` and the image-level ``image_auc`` (see :mod:`medistill.metrics.weak_segmentation`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medistill.errors import RecipeError
+from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILPoolingLoss
+from medistill.methods.base import freeze
+from medistill.methods.segmentation import SegmentationMethod
+from medistill.models.mil_segmenter import MILSegmenter
+
+
+def decide_swap(teacher_score: float, student_score: float, min_delta: float = 0.0) -> bool:
+    """Role reversal: swap when the student's VALIDATION score beats the teacher's by more
+    than ``min_delta``."""
+    return bool(student_score > teacher_score + min_delta)
+
+
+class WeakSegMethod(SegmentationMethod):
+    """Validation of weakly supervised segmenters (see the module doc)."""
+
+    threshold: float = 0.5
+    sigma: float = 0.0
+
+    def _check(self, model: object, role: str) -> MILSegmenter:
+        if not isinstance(model, MILSegmenter):
+            raise RecipeError(f"{role}: weakly supervised methods need the 'mil_segmenter' "
+                              f"model, got {type(model).__name__}")
+        return model
+
+    @torch.no_grad()
+    def validation_metrics(self, loader, device: torch.device,
+                           num_classes: int | None = None) -> dict[str, float]:
+        from medistill.pipelines.evaluate_weak import weak_scores
+
+        return weak_scores(self.deployable(), loader.dataset, self.threshold, self.sigma,
+                           device=device)
+
+
+class MILTraining(WeakSegMethod):
+    """The MIL teacher (section 3.1): image labels only."""
+
+    def __init__(self, model: MILSegmenter, mil: MILPoolingLoss | None = None,
+                 threshold: float = 0.5, sigma: float = 0.0) -> None:
+        super().__init__()
+        self.model = self._check(model, "model")
+        self.mil = mil or MILPoolingLoss()
+        self.threshold, self.sigma = threshold, sigma
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        sides, fused = self.model.maps(batch["image"])
+        return {"loss": self.mil([*sides, fused], batch["label"])}
+
+    def deployable(self) -> MILSegmenter:
+        return self.model
+
+
+class FusionKD(WeakSegMethod):
+    """One round of fusion KD from a frozen teacher (section 3.2)."""
+
+    frozen_prefixes = ("teacher",)
+
+    def __init__(self, teacher: MILSegmenter, student: MILSegmenter,
+                 kd: FusionKDLoss | None = None, wce: AgreementWeightedBCE | None = None,
+                 wce_weight: float = 1.0, mil: MILPoolingLoss | None = None,
+                 mil_weight: float = 0.0, threshold: float = 0.5, sigma: float = 0.0) -> None:
+        super().__init__()
+        self.teacher = freeze(self._check(teacher, "teacher"))
+        self.student = self._check(student, "student")
+        self.kd = kd or FusionKDLoss()
+        self.wce = wce or AgreementWeightedBCE()
+        self.mil = mil or MILPoolingLoss()
+        self.wce_weight, self.mil_weight = float(wce_weight), float(mil_weight)
+        self.threshold, self.sigma = threshold, sigma
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        x = batch["image"]
+        with torch.no_grad():
+            _, target = self.teacher.maps(x)  # the teacher's fused soft map
+        sides, fused = self.student.maps(x)
+        out = {"fusion_kd": self.kd([*sides, fused], target), "wce": self.wce(fused, target)}
+        out["loss"] = out["fusion_kd"] + self.wce_weight * out["wce"]
+        if self.mil_weight:
+            out["mil"] = self.mil([*sides, fused], batch["label"])
+            out["loss"] = out["loss"] + self.mil_weight * out["mil"]
+        return out
+
+    def deployable(self) -> MILSegmenter:
+        return self.student

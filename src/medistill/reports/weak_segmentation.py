@@ -1,0 +1,122 @@
+"""Report parts of weakly supervised segmentation (``mil_fusion``): the test table, the
+aggregate over seeds, the per-round role-reversal table and the overlay figure."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medistill.reports.plots import finite, metric_parts
+
+ROLE_NAMES = {"mil_teacher": "MIL teacher", "fusion_kd": "fusion KD, no role reversal",
+              "ikd": "iterative fusion KD (full)"}
+TEST_COLUMNS = [("pixel_f1", "Pixel F1, all images"), ("pixel_f1_pos", "Pixel F1, positives"),
+                ("pixel_f1_neg", "F1, negatives"), ("iou", "IoU, all"),
+                ("iou_pos", "IoU, positives"), ("image_auc", "Image AUC")]
+
+
+def _ci(metric: Any) -> str:
+    from medistill.reports.report import fmt_ci
+
+    return fmt_ci(metric_parts(metric))
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
+
+
+def weak_sections(runs: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]],
+                  recipe: Any, figures: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """``results["sections"]`` of a mil_fusion run."""
+    e = recipe.eval
+    rows = [[str(r["name"]), ROLE_NAMES.get(r["role"], r["role"]), str(r["seed"]),
+             f"{r['n']} ({r['n_positive']} pos)"]
+            + [_ci(r["metrics"].get(k)) for k, _ in TEST_COLUMNS] for r in runs]
+    sections = [{
+        "title": "Weakly supervised segmentation: test split",
+        "text": (f"Means over test images with 95% bootstrap CIs. Probability maps at the "
+                 f"original image size, Gaussian smoothing sigma {e.sigma} px, threshold "
+                 f"{e.threshold}. Pixel F1 (positive class = tumour, equal to the Dice per "
+                 "image); on negative images (empty truth) F1 = IoU = 1 if nothing is "
+                 "predicted, else 0. Image AUC: image label from the maximum pixel "
+                 "probability."),
+        "table": {"headers": ["Name", "Run", "Seed", "Images"] + [c for _, c in TEST_COLUMNS],
+                  "rows": rows},
+    }]
+    by_role: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by_role.setdefault(str(r["role"]), []).append(r)
+    agg = []
+    for role, rs in by_role.items():
+        vals = [_mean_sd([finite(metric_parts(x["metrics"].get(k))[0]) for x in rs])
+                for k in ("pixel_f1", "pixel_f1_pos", "iou", "image_auc")]
+        agg.append([ROLE_NAMES.get(role, role), str(len(rs)), *vals])
+    sections.append({"title": "Aggregate over seeds",
+                     "text": "Mean ± sample standard deviation (n-1) over seeds.",
+                     "table": {"headers": ["Run", "Seeds", "Pixel F1", "Pixel F1 positives",
+                                           "IoU", "Image AUC"], "rows": agg}})
+    f = recipe.fusion
+    round_rows = [[str(x["seed"]), ROLE_NAMES.get(x["run"], x["run"]), str(x["round"]),
+                   f"{x['teacher_val']:.3f}", f"{x['student_val']:.3f}",
+                   "swap" if x["swapped"] else "no", f"{x['teacher_test_f1']:.3f}",
+                   f"{x['student_test_f1']:.3f}"] for x in rounds]
+    sections.append({
+        "title": "Iterative fusion KD: rounds",
+        "text": (f"Per round: the teacher's and the trained student's VALIDATION "
+                 f"{f.compare_metric} (the role-reversal decision: swap when the student is "
+                 f"better by more than {f.min_delta}) and, for information only, their test "
+                 "pixel F1 (never used for any decision). Round 1 is shared by both runs."),
+        "table": {"headers": ["Seed", "Run", "Round", f"Teacher val {f.compare_metric}",
+                              f"Student val {f.compare_metric}", "Swap",
+                              "Teacher test F1", "Student test F1"], "rows": round_rows},
+    })
+    if figures:
+        sections.append({"title": "Predictions", "text": "",
+                         "figures": [{"file": fig["path"], "caption": fig["caption"]}
+                                     for fig in figures]})
+    return sections
+
+
+def weak_overlays(out_dir: Path, models: Mapping[str, Path], dataset: Any, eval_cfg: Any
+                  ) -> list[dict[str, str]]:
+    """``figures/overlays.png``: test images (half positive, half negative where possible),
+    truth and each model's thresholded (smoothed) map."""
+    from medistill.engine.checkpoint import atomic_write_bytes, load_model
+    from medistill.metrics.weak_segmentation import smooth_probability
+    from medistill.pipelines.evaluate_weak import predict_probabilities
+    from medistill.reports.segmentation import overlay_figure
+
+    n = eval_cfg.overlays
+    pos = [i for i, y in enumerate(dataset.labels) if y]
+    neg = [i for i, y in enumerate(dataset.labels) if not y]
+    picks = (pos[: n - min(len(neg), n // 2)] + neg[: n // 2])[:n]
+    if not picks or not models:
+        return []
+    sub = type(dataset)([dataset.items[i] for i in picks], [dataset.labels[i] for i in picks],
+                        dataset.num_classes, dataset.image_size, dataset.mean.flatten().tolist(),
+                        dataset.std.flatten().tolist(), None, dataset.mask_mode)
+    preds = {}
+    for name, path in models.items():
+        probs = predict_probabilities(load_model(path)[0], sub)
+        preds[name] = [(smooth_probability(p, eval_cfg.sigma) > eval_cfg.threshold)
+                       .astype(np.uint8) for p in probs]
+    rows = []
+    for j, item in enumerate(sub.items):
+        image, truth = sub.pair(j)
+        label = "pos" if sub.labels[j] else "neg"
+        rows.append((f"{item.name} ({label})", image,
+                     {"truth": truth, **{n_: p[j] for n_, p in preds.items()}}))
+    path = Path(out_dir) / "figures" / "overlays.png"
+    atomic_write_bytes(path, lambda fh: fh.write(overlay_figure(rows)))
+    caption = ("Test images (rows; pos = tumour image, neg = no tumour) with the truth and the "
+               "thresholded maps of the first seed's MIL teacher and distilled models (green).")
+    return [{"key": "overlays", "path": "figures/overlays.png", "caption": caption}]
