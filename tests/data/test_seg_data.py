@@ -42,6 +42,8 @@ def test_manifest_with_patterns_columns_and_group_splits(seg_root):
     assert {i.name for i in by_case} == {"train_0", "train_3", "test_0"}
     with pytest.raises(DataError, match="no column 'nope'"):
         read_seg_manifest(seg_root / "labels.csv", ["train"], split_column="nope")
+    with pytest.raises(DataError, match="every split would hold every row"):
+        read_seg_manifest(seg_root / "labels.csv", ["train"], split_column=None)
     with pytest.raises(DataError, match="no rows in split"):
         read_seg_manifest(seg_root / "labels.csv", ["missing"])
 
