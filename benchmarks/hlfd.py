@@ -114,6 +114,7 @@ def combined_report(out: Path) -> Path:
                     "caption": "Test images with the truth and each model's prediction (the "
                                "seed of the last pipeline call)."}]
     dest = out / "all_seeds"
+    dest.mkdir(parents=True, exist_ok=True)  # the figure path goes through it
     write_report(dest, {"task": "segmentation", "title": f"HLFD benchmark: {out.name}",
                         "runs": runs, "figures": figures})
     return dest / "report.html"
