@@ -55,6 +55,8 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/out/hlfd/{args.dataset}")
     if args.summarize:
         print(summary_table(collect(out)))
+        if collect(out):
+            print(f"\nreport of every evaluated run: {combined_report(out)}")
         return
 
     import torch
@@ -91,13 +93,31 @@ def main() -> None:
                        out, resume=True, progress=False)
     else:
         run_recipe(load_recipe(path, overrides), out, resume=True, progress=False)
-    print(f"\nwall time {time.time() - start:.0f} s; report: {out}/report.html\n")
+    print(f"\nwall time {time.time() - start:.0f} s; report: {combined_report(out)}\n")
     print(summary_table(collect(out)))
 
 
 def collect(out: str | Path) -> list[dict]:
     """Every evaluated run in a (possibly unfinished) benchmark folder."""
     return [json.loads(p.read_text()) for p in sorted(Path(out).glob("seed*/*/eval.json"))]
+
+
+def combined_report(out: Path) -> Path:
+    """One report over every evaluated run in ``out`` (with --shared-teacher the pipeline's
+    own report.html covers the last seed's call only)."""
+    from medistill.reports import write_report
+
+    runs = [{k: v for k, v in r.items() if k != "cases"} for r in collect(out)]
+    figures = []
+    if (out / "figures" / "overlays.png").is_file():
+        figures = [{"key": "overlays", "path": "../figures/overlays.png",
+                    "caption": "Test images with the truth and each model's prediction (the "
+                               "seed of the last pipeline call)."}]
+    dest = out / "all_seeds"
+    dest.mkdir(parents=True, exist_ok=True)  # the figure path goes through it
+    write_report(dest, {"task": "segmentation", "title": f"HLFD benchmark: {out.name}",
+                        "runs": runs, "figures": figures})
+    return dest / "report.html"
 
 
 def _sd(v: list[float]) -> float:

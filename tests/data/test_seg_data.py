@@ -42,6 +42,8 @@ def test_manifest_with_patterns_columns_and_group_splits(seg_root):
     assert {i.name for i in by_case} == {"train_0", "train_3", "test_0"}
     with pytest.raises(DataError, match="no column 'nope'"):
         read_seg_manifest(seg_root / "labels.csv", ["train"], split_column="nope")
+    with pytest.raises(DataError, match="every split would hold every row"):
+        read_seg_manifest(seg_root / "labels.csv", ["train"], split_column=None)
     with pytest.raises(DataError, match="no rows in split"):
         read_seg_manifest(seg_root / "labels.csv", ["missing"])
 
@@ -146,3 +148,30 @@ def test_real_ct_volume_kidney_slices():
                         "kits", 2, {2: 1, 3: 1}, target_only=True)
     assert 0 < len(items) < 30
     assert all(isinstance(i, SegItem) and i.arrays[1].any() for i in items)
+
+
+def test_manifest_with_image_and_mask_columns_like_ebhi_seg(seg_root):
+    import csv
+
+    rows = [{"path": f"images/train_{i}.png", "mask_path": f"masks/train_{i}.png",
+             "split": "train" if i < 3 else "val"} for i in range(4)]
+    with (seg_root / "ebhi.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "mask_path", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    items = read_seg_manifest(seg_root / "ebhi.csv", ["val"], image_column="path",
+                              mask_column="mask_path")
+    assert [(i.name, i.mask.name) for i in items] == [("train_3", "train_3.png")]
+    with pytest.raises(DataError, match="no column 'mask'"):
+        read_seg_manifest(seg_root / "ebhi.csv", ["val"], image_column="path",
+                          mask_column="mask")
+
+
+def test_slices_of_one_volume_are_one_3d_case():
+    from medistill.pipelines.evaluate_segmentation import case_arrays
+
+    m = [np.zeros((4, 5), np.uint8) for _ in range(3)]
+    items = [SegItem(name=f"v_{k}", case="v", arrays=(m[k], m[k])) for k in range(2)]
+    items.append(SegItem(name="single", arrays=(m[2], m[2])))
+    cases = case_arrays(items, m)
+    assert cases["v"].shape == (4, 5, 2) and cases["single"].shape == (4, 5)

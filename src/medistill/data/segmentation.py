@@ -131,6 +131,9 @@ def read_seg_manifest(
     for col in needed:
         if col and col not in rows[0]:
             raise DataError(f"{csv_path}: no column {col!r} (columns: {', '.join(rows[0])})")
+    if not split_column and not group_splits:
+        raise DataError(f"{csv_path}: give a split column or a group column with group_splits "
+                        "(otherwise every split would hold every row)")
     group_of: dict[str, str] = {}
     if group_splits:
         if not group_column:
@@ -140,10 +143,7 @@ def read_seg_manifest(
                 group_of[str(g)] = split
     items = []
     for row in rows:
-        split = group_of.get(row[group_column]) if group_splits else (
-            row[split_column] if split_column else None)
-        if split_column is None and not group_splits:
-            split = splits[0] if splits else None
+        split = group_of.get(row[group_column]) if group_splits else row[split_column]
         if split not in splits:
             continue
         name = row.get(name_column) or Path(row[image_column or ""]).stem

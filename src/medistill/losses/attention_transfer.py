@@ -1,4 +1,4 @@
-"""Attention transfer (Zagoruyko & Komodakis, 2017), the feature-level term of HLFD (eq. 1-2)."""
+"""Attention transfer (Zagoruyko & Komodakis, 2017), the feature-level term of HLFD (UFD, IFD)."""
 
 from __future__ import annotations
 

@@ -1,25 +1,29 @@
 """HLFD: hierarchical layer-selective feedback distillation for segmentation (Gorade et al.,
 2023, arXiv:2311.16700), and the baselines it is compared with, in one configurable method.
 
-Total loss (eq. 7): ``L = L_seg + lambda * L_pixel + beta * L_feature`` with lambda = 0.1,
-beta = 0.9 and ``L_seg = 0.5 * focal (gamma 2) + 0.5 * soft Dice``.
+The terms are named as in the paper (section 2.1 feature-level LFD, section 2.2 pixel-level
+LFD, then the multi-task loss). The paper's equation numbers could not be checked offline
+when this was written, so they are not quoted; the details follow the paper's text and the
+authors' code (see ``shared/papers/README.md``), without its two defects.
 
-Feature level (FLFD, section 2.1), attention transfer (eq. 1-2; :class:`AttentionTransfer`,
-p = 4):
+Total loss (multi-task loss): ``L = L_seg + lambda * L_pixel + beta * L_feature`` with
+lambda = 0.1, beta = 0.9 and ``L_seg = 0.5 * focal (gamma 2) + 0.5 * soft Dice``.
 
-- ``ufd`` (UFD, eq. 3): the teacher's middle encoder layers are resized (bilinear) to the
+Feature level (FLFD, section 2.1), attention transfer (:class:`AttentionTransfer`, p = 4):
+
+- ``ufd`` (UFD): the teacher's middle encoder layers are resized (bilinear) to the
   smallest of them, concatenated along the channels, and distilled into the student's EARLIEST
   encoder layer;
-- ``ifd`` (IFD, eq. 4): the teacher's last encoder layer is distilled into each intermediate
+- ``ifd`` (IFD): the teacher's last encoder layer is distilled into each intermediate
   (middle) student encoder layer (mean over those layers).
 
 Pixel level (PLFD, section 2.2), per-pixel KL over the classes at T = 4, times T^2
-(eq. 5-6; :class:`PixelKL`):
+(:class:`PixelKL`):
 
-- ``upd`` (UPD, eq. 5): the teacher's decoder maps, resized to the student's first decoder
+- ``upd`` (UPD): the teacher's decoder maps, resized to the student's first decoder
   output and concatenated, pass through a 1x1 projection to class logits; the student's first
   decoder output passes through its own 1x1 projection; KL between the two;
-- ``ipd`` (IPD, eq. 6): the teacher's final output into each intermediate student prediction
+- ``ipd`` (IPD): the teacher's final output into each intermediate student prediction
   (every decoder output but the last through its own 1x1 projection to class logits,
   upsampled bilinearly to the output size; mean over those outputs).
 

@@ -208,7 +208,8 @@ class SegmentationPipeline:
                     overlay_models[run] = path
         figures = []
         if r.eval.overlays:
-            figures = write_overlays(self.out, overlay_models, self.test_items[: r.eval.overlays])
+            figures = write_overlays(self.out, overlay_models, self.test_items[: r.eval.overlays],
+                                     r.seeds[0])
         results = {
             "task": "segmentation",
             "title": r.title,

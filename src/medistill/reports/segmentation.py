@@ -124,8 +124,8 @@ def overlay_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray
     return _png(fig)
 
 
-def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any]
-                   ) -> list[dict[str, str]]:
+def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any],
+                   seed: int = 0) -> list[dict[str, str]]:
     """Predict ``items`` with every model file, write ``figures/overlays.png``, return its
     figure entry for ``results["figures"]``."""
     from medistill.engine.checkpoint import atomic_write_bytes, load_model
@@ -147,7 +147,7 @@ def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[An
         rows.append((item.name, image, masks))
     path = Path(out_dir) / "figures" / "overlays.png"
     atomic_write_bytes(path, lambda f: f.write(overlay_figure(rows)))
-    caption = ("Test images (rows) with the ground truth and each model's prediction (seed "
-               f"{'of the first run'}) overlaid in colour: " + ", ".join(
+    caption = (f"Test images (rows) with the ground truth and each model's prediction (seed "
+               f"{seed}) overlaid in colour: " + ", ".join(
                    f"class {k} {c}" for k, c in ((1, "green"), (2, "red"), (3, "blue"))) + ".")
     return [{"key": "overlays", "path": "figures/overlays.png", "caption": caption}]
