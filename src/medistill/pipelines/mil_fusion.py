@@ -24,16 +24,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from medistill.config import ModelConfig, StrictModel, TrainConfig, merge_train
+from medistill.config import ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import seg_channel_stats
 from medistill.data.weak import WeakSegDataset
 from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import Trainer, seed_everything
+from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILPoolingLoss
 from medistill.methods import FusionKD, MILTraining
 from medistill.models import create_model
 from medistill.models.mil_segmenter import MILSegmenter
+from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate_weak import evaluate_weak, weak_scores
 from medistill.pipelines.role_reversal import IterativeFusion
 from medistill.pipelines.seg_data import SegAugmentConfig, make_seg_augment
@@ -72,7 +73,7 @@ class WeakEvalConfig(StrictModel):
     overlays: int = Field(4, ge=0, description="test images in the overlay figure")
 
 
-class MILFusionRecipe(StrictModel):
+class MILFusionRecipe(StagedRecipe):
     method: Literal["mil_fusion"] = "mil_fusion"
     title: str = "Weakly supervised segmentation: MIL + iterative fusion KD"
     data: WeakDataConfig
@@ -86,18 +87,11 @@ class MILFusionRecipe(StrictModel):
     fusion: FusionConfig = FusionConfig()
     eval: WeakEvalConfig = WeakEvalConfig()
 
-    def stage_train(self, stage: Literal["teacher", "round"], seed: int) -> TrainConfig:
-        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
-        return cfg.model_copy(update={"seed": seed})
 
-
-class MILFusionPipeline:
+class MILFusionPipeline(Pipeline):
     def __init__(self, recipe: MILFusionRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
-        self.r = recipe
-        self.out = Path(out_dir)
-        self.resume = resume
-        self.progress = progress
+        super().__init__(recipe, out_dir, resume, progress)
         self._val_cache: dict[Path, float] = {}
         self._test_cache: dict[Path, float] = {}
 
@@ -149,17 +143,8 @@ class MILFusionPipeline:
         return MILPoolingLoss(m.pooling, m.r, m.q, m.topk, weight)
 
     def _train(self, name: str, method, cfg: TrainConfig) -> Path:
-        run_dir = self.out / name
-        if (run_dir / "train_done.json").is_file():
-            return run_dir / "best.pt"
-        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
         self.train_set.seed = cfg.seed  # augmentation depends on (seed, epoch, index) only
-        trainer = Trainer(method, self.train_set, self.val_set, cfg, run_dir, self._meta(), 2,
-                          name)
-        fit = trainer.fit(resume=self.resume)
-        atomic_write_text(run_dir / "train_done.json", json.dumps(
-            {k: v for k, v in fit.items() if k != "history"}, indent=2))
-        return run_dir / "best.pt"
+        return self.fit(name, method, self.train_set, self.val_set, cfg, self._meta(), 2)
 
     def _teacher(self, seed: int) -> Path:
         e = self.r.eval
@@ -201,32 +186,26 @@ class MILFusionPipeline:
     def _evaluate(self, name: str, role: str, seed: int, path: Path) -> dict[str, Any]:
         from medistill.metrics import profile_model
 
-        done = self.out / name / "eval.json"
-        if done.is_file() and self.resume:
-            return json.loads(done.read_text())
-        e = self.r.eval
-        model, _ = load_model(path)
-        res = evaluate_weak(model, self.test_set, e.threshold, e.sigma, e.n_resamples,
-                            e.ci_seed)
-        size = self.r.data.image_size
-        record = {"name": name, "role": role, "seed": seed, "split": "test",
-                  "model": self.r.model.name, **res,
-                  "efficiency": profile_model(model, (3, size, size), latency=False),
-                  "model_path": str(path)}
-        atomic_write_text(done, json.dumps(record, indent=2))
-        return record
+        def evaluate() -> dict[str, Any]:
+            e = self.r.eval
+            model, _ = load_model(path)
+            res = evaluate_weak(model, self.test_set, e.threshold, e.sigma, e.n_resamples,
+                                e.ci_seed)
+            size = self.r.data.image_size
+            return {"name": name, "role": role, "seed": seed, "split": "test",
+                    "model": self.r.model.name, **res,
+                    "efficiency": profile_model(model, (3, size, size), latency=False),
+                    "model_path": str(path)}
+
+        return self.cached_record(name, evaluate)
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports import write_report
         from medistill.reports.weak_segmentation import weak_overlays, weak_sections
 
         r = self.r
-        if (self.out / "recipe.json").exists() and not self.resume:
-            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._load_data()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        self.start()
         runs, rounds, overlay_models = [], [], {}
         f = r.fusion
         for seed in r.seeds:
@@ -259,9 +238,7 @@ class MILFusionPipeline:
             "notes": self._notes(),
             "config": json.loads(r.model_dump_json()),
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-        write_report(self.out, results)
-        return results
+        return self.finish(results)
 
     def _notes(self) -> list[str]:
         r, s = self.r, self.split

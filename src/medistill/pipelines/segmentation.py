@@ -11,22 +11,23 @@ overlay figures (image, truth, teacher, students) are written to the output fold
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig, merge_train
+from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import SegItem, SegmentationDataset, seg_channel_stats
-from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import Trainer, seed_everything
+from medistill.engine.checkpoint import load_model
+from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
 from medistill.models import create_model
 from medistill.models.segmenter import Segmenter
+from medistill.pipelines.base import Pipeline, StagedRecipe
+from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
 from medistill.pipelines.seg_data import (
     SegAugmentConfig,
@@ -55,7 +56,7 @@ class SegEvalConfig(EvalConfig):
     overlays: int = Field(4, ge=0, description="test images shown in the overlay figure")
 
 
-class HLFDRecipe(StrictModel):
+class HLFDRecipe(StagedRecipe):
     method: Literal["hlfd"] = "hlfd"
     title: str = "HLFD segmentation distillation"
     data: SegDataConfig
@@ -70,18 +71,11 @@ class HLFDRecipe(StrictModel):
     kd: HLFDConfig = HLFDConfig()
     eval: SegEvalConfig = SegEvalConfig()
 
-    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
-        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
-        return cfg.model_copy(update={"seed": seed})
 
-
-class SegmentationPipeline:
+class SegmentationPipeline(Pipeline):
     def __init__(self, recipe: HLFDRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
-        self.r = recipe
-        self.out = Path(out_dir)
-        self.resume = resume
-        self.progress = progress
+        super().__init__(recipe, out_dir, resume, progress)
         self.classes = list(recipe.data.classes)
 
     # -- data -------------------------------------------------------------------------------
@@ -110,39 +104,23 @@ class SegmentationPipeline:
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
-        run_dir = self.out / name
-        if (run_dir / "train_done.json").is_file():
-            return run_dir / "best.pt"
-        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
-        trainer = Trainer(method, self._dataset(self.train_items, True, cfg.seed),
-                          self._dataset(self.val_items, False), cfg, run_dir, meta,
-                          len(self.classes), name)
-        fit = trainer.fit(resume=self.resume)
-        atomic_write_text(run_dir / "train_done.json", json.dumps(
-            {k: v for k, v in fit.items() if k != "history"}, indent=2))
-        return run_dir / "best.pt"
+        return self.fit(name, method, self._dataset(self.train_items, True, cfg.seed),
+                        self._dataset(self.val_items, False), cfg, meta, len(self.classes))
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
-        done = self.out / name / "eval.json"
-        if done.is_file() and self.resume:
-            return json.loads(done.read_text())
-        model, meta = load_model(model_path)
-        e = self.r.eval
-        res = evaluate_segmenter(model, meta, self.test_items, n_resamples=e.n_resamples,
-                                 ci_seed=e.ci_seed, threshold=e.threshold, hd95=e.hd95,
-                                 latency=e.latency, latency_repeats=e.latency_repeats,
-                                 threads=e.threads)
-        history = []
-        log = model_path.parent / "log.csv"
-        if log.is_file():
-            with log.open() as f:
-                history = [{k: float(v) for k, v in row.items() if v != ""}
-                           for row in csv.DictReader(f)]
-        record = {"name": name, "role": role, "seed": seed, "split": e.split,
-                  "model": meta["model"]["name"], **res, "history": history,
-                  "model_path": str(model_path)}
-        atomic_write_text(done, json.dumps(record, indent=2))
-        return record
+        def evaluate() -> dict[str, Any]:
+            model, meta = load_model(model_path)
+            e = self.r.eval
+            res = evaluate_segmenter(model, meta, self.test_items, n_resamples=e.n_resamples,
+                                     ci_seed=e.ci_seed, threshold=e.threshold, hd95=e.hd95,
+                                     latency=e.latency, latency_repeats=e.latency_repeats,
+                                     threads=e.threads)
+            return {"name": name, "role": role, "seed": seed, "split": e.split,
+                    "model": meta["model"]["name"], **res,
+                    "history": read_history(model_path.parent / "log.csv"),
+                    "model_path": str(model_path)}
+
+        return self.cached_record(name, evaluate)
 
     def _model(self, spec: ModelConfig, seed: int) -> Segmenter:
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
@@ -183,16 +161,14 @@ class SegmentationPipeline:
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports import write_report
         from medistill.reports.segmentation import write_overlays
 
         r = self.r
-        if (self.out / "recipe.json").exists() and not self.resume:
+        if (self.out / "recipe.json").exists() and not self.resume:  # before any slow check
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._check_teacher_checkpoint()
         self._load_data()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        self.start()
         runs, overlay_models = [], {}
         for seed in r.seeds:
             teacher_path = self._teacher(seed)
@@ -220,9 +196,7 @@ class SegmentationPipeline:
             "notes": _notes(r, len(self.train_items), len(self.val_items), len(self.test_items)),
             "config": json.loads(r.model_dump_json()),
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-        write_report(self.out, results)
-        return results
+        return self.finish(results)
 
 
 def _summary(r: HLFDRecipe, classes: list[str]) -> str:
