@@ -22,3 +22,9 @@ from medistill.methods.hlfd import SegmentationKD  # noqa: E402
 from medistill.methods.segmentation import SegmentationMethod, SegSupervised  # noqa: E402
 
 __all__ += ["SegSupervised", "SegmentationKD", "SegmentationMethod"]
+
+# instance segmentation: embeddings and graph relation distillation (Liu et al., 2024)
+from medistill.methods.graph_relation import GraphRelationKD, InstanceEmbedding  # noqa: E402
+from medistill.methods.memory_bank import MemoryBank  # noqa: E402
+
+__all__ += ["GraphRelationKD", "InstanceEmbedding", "MemoryBank"]

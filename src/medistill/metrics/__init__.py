@@ -1,5 +1,5 @@
-"""Evaluation metrics: classification and segmentation quality with bootstrap CIs, and model
-efficiency."""
+"""Evaluation metrics: classification, segmentation and instance segmentation quality with
+bootstrap CIs, and model efficiency."""
 
 from medistill.metrics.classification import (
     METRIC_NAMES,
@@ -13,6 +13,13 @@ from medistill.metrics.efficiency import (
     measure_latency,
     profile_model,
 )
+from medistill.metrics.instance import (
+    INSTANCE_METRICS,
+    aji,
+    instance_case_metrics,
+    instance_report,
+    panoptic_quality,
+)
 from medistill.metrics.segmentation import (
     SEG_METRICS,
     bootstrap_mean,
@@ -23,6 +30,11 @@ from medistill.metrics.segmentation import (
 )
 
 __all__ = [
+    "INSTANCE_METRICS",
+    "aji",
+    "instance_case_metrics",
+    "instance_report",
+    "panoptic_quality",
     "SEG_METRICS",
     "bootstrap_mean",
     "case_metrics",

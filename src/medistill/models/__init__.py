@@ -4,6 +4,7 @@ from torch import nn
 
 from medistill.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
+from medistill.models import resunet as _resunet  # noqa: F401  (instance embeddings)
 from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)
 from medistill.models.base import Classifier
 from medistill.models.registry import MODELS
