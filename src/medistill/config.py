@@ -36,6 +36,7 @@ class TrainConfig(StrictModel):
     select_metric: Literal[
         "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
         "dice", "iou",  # segmentation methods' validation scores
+        "aji", "pq",  # instance segmentation methods' validation scores
     ] = "macro_f1"
     seed: int = 0
     device: str = "cpu"

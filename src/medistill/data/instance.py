@@ -217,7 +217,7 @@ class InstanceDataset(Dataset):
                 image, labels = np.rot90(image, k), np.rot90(labels, k)
             brightness = float(rng.uniform(1 - a.brightness, 1 + a.brightness))
             contrast = float(rng.uniform(1 - a.contrast, 1 + a.contrast))
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
         if a is not None:
             mean = x.mean()
             x = (((x - mean) * contrast + mean) * brightness).clamp(0.0, 1.0)

@@ -35,6 +35,19 @@ INSTANCE_METRICS: tuple[str, ...] = ("aji", "pq", "dq", "sq", "f1", "voi_split",
 HIGHER_IS_BETTER = frozenset({"aji", "pq", "dq", "sq", "f1"})
 
 
+def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True)``, by a lookup table for small ids (fast)."""
+    flat = labels.ravel()
+    top = int(flat.max(initial=0))
+    if flat.min(initial=0) < 0 or top > 4 * flat.size:
+        ids, inv = np.unique(flat, return_inverse=True)
+        return ids, inv.ravel()
+    present = np.bincount(flat, minlength=top + 1) > 0
+    ids = np.flatnonzero(present)
+    lut = np.cumsum(present) - 1
+    return ids, lut[flat]
+
+
 def _overlaps(pred: np.ndarray, truth: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ids, areas and the intersection table of the foreground instances.
@@ -42,8 +55,8 @@ def _overlaps(pred: np.ndarray, truth: np.ndarray
     Returns ``(true_ids, pred_ids, true_area, pred_area, inter)`` with ``inter[i, j]`` the
     pixel count of true instance ``i`` AND predicted instance ``j``.
     """
-    t_ids, t_inv = np.unique(truth, return_inverse=True)
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
+    t_ids, t_inv = _compact(truth)
+    p_ids, p_inv = _compact(pred)
     table = np.bincount(t_inv.ravel() * len(p_ids) + p_inv.ravel(),
                         minlength=len(t_ids) * len(p_ids)).reshape(len(t_ids), len(p_ids))
     t_area, p_area = table.sum(1), table.sum(0)
@@ -51,10 +64,9 @@ def _overlaps(pred: np.ndarray, truth: np.ndarray
     return t_ids[tk], p_ids[pk], t_area[tk], p_area[pk], table[np.ix_(tk, pk)]
 
 
-def aji(pred: ArrayLike, truth: ArrayLike) -> float:
+def aji(pred: ArrayLike, truth: ArrayLike, overlaps: tuple | None = None) -> float:
     """Aggregated Jaccard index of one image (see the module doc)."""
-    p, t = np.asarray(pred), np.asarray(truth)
-    _, _, t_area, p_area, inter = _overlaps(p, t)
+    _, _, t_area, p_area, inter = overlaps or _overlaps(np.asarray(pred), np.asarray(truth))
     if len(t_area) == 0:
         return 1.0 if len(p_area) == 0 else 0.0
     if len(p_area) == 0:
@@ -72,11 +84,10 @@ def aji(pred: ArrayLike, truth: ArrayLike) -> float:
     return c / u if u else 1.0
 
 
-def panoptic_quality(pred: ArrayLike, truth: ArrayLike, iou_threshold: float = 0.5
-                     ) -> dict[str, float]:
+def panoptic_quality(pred: ArrayLike, truth: ArrayLike, iou_threshold: float = 0.5,
+                     overlaps: tuple | None = None) -> dict[str, float]:
     """``{"dq", "sq", "pq", "tp", "fp", "fn"}`` of one image (matches: IoU > threshold)."""
-    p, t = np.asarray(pred), np.asarray(truth)
-    _, _, t_area, p_area, inter = _overlaps(p, t)
+    _, _, t_area, p_area, inter = overlaps or _overlaps(np.asarray(pred), np.asarray(truth))
     union = t_area[:, None] + p_area[None, :] - inter
     iou = inter / np.maximum(union, 1)
     matched = iou > iou_threshold  # at most one per row and column when threshold >= 0.5
@@ -96,11 +107,13 @@ def instance_case_metrics(pred: ArrayLike, truth: ArrayLike) -> dict[str, float]
     p, t = np.asarray(pred).astype(np.int64), np.asarray(truth).astype(np.int64)
     if p.shape != t.shape:
         raise DataError(f"prediction {p.shape} and truth {t.shape} differ in shape")
-    pq = panoptic_quality(p, t)
+    overlaps = _overlaps(p, t)
+    pq = panoptic_quality(p, t, overlaps=overlaps)
     split, merge = variation_of_information(t, p)
     arand = adapted_rand_error(t, p)[0] if t.any() else float("nan")
-    return {"aji": aji(p, t), "pq": pq["pq"], "dq": pq["dq"], "sq": pq["sq"], "f1": pq["dq"],
-            "voi_split": float(split), "voi_merge": float(merge), "arand": float(arand)}
+    return {"aji": aji(p, t, overlaps), "pq": pq["pq"], "dq": pq["dq"], "sq": pq["sq"],
+            "f1": pq["dq"], "voi_split": float(split), "voi_merge": float(merge),
+            "arand": float(arand)}
 
 
 def instance_report(cases: Sequence[Mapping[str, float]], n_resamples: int = 10_000,

@@ -8,6 +8,7 @@ from typing import Any
 
 from medistill.config import apply_overrides, read_yaml, validate
 from medistill.errors import RecipeError
+from medistill.pipelines.graph_relation import GraphRelationPipeline, GraphRelationRecipe
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
 from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
@@ -17,6 +18,7 @@ RECIPES: dict[str, tuple[type, type]] = {
     "resolution_kd": (ResolutionRecipe, ResolutionPipeline),
     "more_from_less": (MoreFromLessRecipe, MoreFromLessPipeline),
     "hlfd": (HLFDRecipe, SegmentationPipeline),
+    "graph_relation": (GraphRelationRecipe, GraphRelationPipeline),
 }
 
 
