@@ -9,8 +9,8 @@ instance):
   attractive (> 0) or repulsive (< 0) edge between a pixel and its neighbour at that offset;
   edges are processed greedily by magnitude.
 - :func:`seeded_watershed`, pure scikit-image (no compiled extra): a boundary map
-  ``1 - mean`` of the short-range affinities (offsets <= ``max_offset``, both axes, each
-  averaged with the affinity arriving from the opposite neighbour), seeds = connected
+  ``1 - min`` of the short-range affinities of a pixel (offsets <= ``max_offset``, both
+  axes, to the neighbours on both sides: one cut edge makes a boundary), seeds = connected
   components of confident interior (foreground with boundary < ``seed_threshold``), then a
   watershed of the boundary map inside the foreground.
 
@@ -79,7 +79,7 @@ def mutex_watershed(affinities: np.ndarray, offsets: Sequence[int], foreground: 
 
 def boundary_map(affinities: np.ndarray, offsets: Sequence[int], max_offset: int = 1
                  ) -> np.ndarray:
-    """``1 - mean`` short-range affinity per pixel, symmetrised over both neighbours."""
+    """``1 - min`` short-range affinity per pixel, over the neighbours on both sides."""
     n_axes = affinities.ndim - 1
     k = len(offsets)
     parts = []
@@ -101,7 +101,7 @@ def boundary_map(affinities: np.ndarray, offsets: Sequence[int], max_offset: int
             parts.append(np.where(valid_back, back, np.where(valid_fwd, a, 1.0)))
     if not parts:
         raise RecipeError(f"no affinity offset <= {max_offset} among {list(offsets)}")
-    return 1.0 - np.clip(np.mean(parts, axis=0), 0.0, 1.0)
+    return 1.0 - np.clip(np.min(parts, axis=0), 0.0, 1.0)
 
 
 def seeded_watershed(affinities: np.ndarray, offsets: Sequence[int], foreground: np.ndarray,
