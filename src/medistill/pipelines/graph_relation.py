@@ -62,7 +62,6 @@ class PostprocessConfig(StrictModel):
     method: Literal[POSTPROCESSORS] = "auto"  # type: ignore[valid-type]
     fg_threshold: float = Field(0.5, gt=0, lt=1)
     min_size: int = Field(10, ge=0, description="pixels (after scale)")
-    bias: float = Field(0.5, description="mutex watershed: affinity - bias")
     seed_threshold: float = Field(0.3, gt=0, lt=1, description="watershed seeds")
 
 

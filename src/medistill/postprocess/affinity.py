@@ -5,9 +5,11 @@ every offset along the rows, then every offset along the columns; values near 1 
 instance):
 
 - :func:`mutex_watershed` (Wolf et al., 2018) with the optional ``mwatershed`` package
-  (``pip install medistill[instance]``): the affinity of every offset minus ``bias`` is an
-  attractive (> 0) or repulsive (< 0) edge between a pixel and its neighbour at that offset;
-  edges are processed greedily by magnitude.
+  (``pip install medistill[instance]``), in its standard form: nearest-neighbour edges
+  (the smallest offset) are attractive with weight ``a``, longer-range edges repulsive with
+  weight ``1 - a``, processed greedily by weight. Edges between a foreground and a background
+  pixel are made repulsive (otherwise instances merge with each other through the
+  background).
 - :func:`seeded_watershed`, pure scikit-image (no compiled extra): a boundary map
   ``1 - min`` of the short-range affinities of a pixel (offsets <= ``max_offset``, both
   axes, to the neighbours on both sides: one cut edge makes a boundary), seeds = connected
@@ -64,17 +66,32 @@ def _finish(labels: np.ndarray, foreground: np.ndarray, min_size: int) -> np.nda
 
 
 def mutex_watershed(affinities: np.ndarray, offsets: Sequence[int], foreground: np.ndarray,
-                    bias: float = 0.5, min_size: int = 10) -> np.ndarray:
+                    min_size: int = 10) -> np.ndarray:
     """Mutex watershed of ``(n_axes * len(offsets), H, W)`` affinities (needs ``mwatershed``)."""
     try:
         import mwatershed
     except ImportError:
         raise RecipeError("post-processing 'mutex' needs the mwatershed package: "
                           "pip install 'medistill[instance]' (or use 'watershed')") from None
-    aff = np.ascontiguousarray(affinities, dtype=np.float64) - bias
-    # background pixels: strongly attached to nothing; they are zeroed afterwards anyway
-    labels = mwatershed.agglom(aff, _offset_vectors(offsets, affinities.ndim - 1))
-    return _finish(labels, foreground, min_size)
+    vectors = _offset_vectors(offsets, affinities.ndim - 1)
+    aff = np.asarray(affinities, dtype=np.float64)
+    nearest = min(int(d) for d in offsets)
+    fg = np.asarray(foreground, dtype=bool)
+    weights = np.empty_like(aff)
+    for c, vec in enumerate(vectors):
+        axis, d = next((i, v) for i, v in enumerate(vec) if v)
+        weights[c] = aff[c] if d == nearest else aff[c] - 1.0
+        n = fg.shape[axis]
+        if d >= n:
+            continue
+        here, there = fg.take(range(n - d), axis), fg.take(range(d, n), axis)
+        idx = [slice(None)] * fg.ndim
+        idx[axis] = slice(0, n - d)
+        view = weights[c][tuple(idx)]
+        view[here != there] = -1.0  # foreground-background: a mutex, never merged
+        view[~here & ~there] = 1.0  # background-background: merged (zeroed afterwards)
+    labels = mwatershed.agglom(np.ascontiguousarray(weights), vectors)
+    return _finish(labels, fg, min_size)
 
 
 def boundary_map(affinities: np.ndarray, offsets: Sequence[int], max_offset: int = 1
@@ -121,19 +138,19 @@ def seeded_watershed(affinities: np.ndarray, offsets: Sequence[int], foreground:
 def affinities_to_instances(affinities: np.ndarray, offsets: Sequence[int],
                             foreground_prob: np.ndarray, method: str = "auto",
                             fg_threshold: float = 0.5, min_size: int = 10,
-                            bias: float = 0.5, seed_threshold: float = 0.3) -> np.ndarray:
+                            seed_threshold: float = 0.3) -> np.ndarray:
     """An ``(H, W)`` int32 instance map; ``method``: ``mutex``, ``watershed`` or ``auto``
     (mutex watershed when ``mwatershed`` is installed, else the seeded watershed)."""
     if method not in POSTPROCESSORS:
         raise RecipeError(f"post-processing {method!r}: choose one of {', '.join(POSTPROCESSORS)}")
     fg = np.asarray(foreground_prob) > fg_threshold
     if method == "mutex" or (method == "auto" and has_mutex_watershed()):
-        return mutex_watershed(affinities, offsets, fg, bias, min_size)
+        return mutex_watershed(affinities, offsets, fg, min_size)
     return seeded_watershed(affinities, offsets, fg, seed_threshold, 1, min_size)
 
 
 def decode_embeddings(output: torch.Tensor, offsets: Sequence[int], method: str = "auto",
-                      fg_threshold: float = 0.5, min_size: int = 10, bias: float = 0.5,
+                      fg_threshold: float = 0.5, min_size: int = 10,
                       seed_threshold: float = 0.3) -> np.ndarray:
     """One image's network output ``(E + 1, H, W)`` (unit embeddings, foreground logit) ->
     instance map: affinities of the embeddings (:func:`medistill.losses.affinity`), then
@@ -146,4 +163,4 @@ def decode_embeddings(output: torch.Tensor, offsets: Sequence[int], method: str 
         aff, _ = affinity(output[None, :-1].float(), offsets)
         fg = torch.sigmoid(output[-1].float())
     return affinities_to_instances(aff[0].cpu().numpy(), offsets, fg.cpu().numpy(), method,
-                                   fg_threshold, min_size, bias, seed_threshold)
+                                   fg_threshold, min_size, seed_threshold)
