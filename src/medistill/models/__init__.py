@@ -28,11 +28,16 @@ def segmentation_models() -> list[str]:
     return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "segmentation"]
 
 
+def instance_models() -> list[str]:
+    """The registered names whose factory builds an instance embedding network."""
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "instance"]
+
+
 def classification_models() -> list[str]:
     """The registered names whose factory builds a :class:`Classifier`."""
-    seg = set(segmentation_models())
-    return [n for n in MODELS.names() if n not in seg]
+    other = set(segmentation_models()) | set(instance_models())
+    return [n for n in MODELS.names() if n not in other]
 
 
 __all__ = ["MODELS", "Classifier", "Segmenter", "classification_models", "create_model",
-           "list_models", "segmentation_models"]
+           "instance_models", "list_models", "segmentation_models"]
