@@ -26,6 +26,6 @@ def test_registry_and_student_under_two_percent_of_the_teacher():
     teacher = create_model("resunet_embedding", 2)  # widths 32..512
     student = create_model("resunet_embedding", 2, widths=[4, 8, 16, 32, 64])
     assert count_parameters(student) / count_parameters(teacher) < 0.02
-    assert list(student.features(torch.randn(1, 3, 16, 16))) == [
+    assert list(student.eval().features(torch.randn(1, 3, 16, 16))) == [
         "enc1", "enc2", "enc3", "enc4", "enc5", "dec4", "dec3", "dec2", "dec1", "embedding",
         "foreground"]
