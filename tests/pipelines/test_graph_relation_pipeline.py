@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,7 @@ def test_every_run_is_trained_evaluated_and_reported(full_run):
     out, results = full_run
     roles = [r["role"] for r in results["runs"]]
     assert roles == ["teacher", "no_kd", "intra", "full"]
+    assert [r["seed"] for r in results["runs"]] == [0, 0, 0, 0]
     for r in results["runs"]:
         assert r["n"] == 2
         assert set(r["metrics"]) >= {"aji", "pq", "dq", "sq", "f1", "voi_split", "voi_merge",
@@ -90,11 +92,12 @@ def test_cli_run_with_overrides(data_root, tmp_path, single_thread):
     out = tmp_path / "cli"
     args = ["run", str(ROOT / "recipes" / "graph_relation_monuseg.yaml"), "--out", str(out),
             "--no-progress", "--set", f"data.root={data_root}"]
-    for t in [*TINY, "runs=[no_kd]", "data.splits.val=[]", "eval.overlays=0"]:
+    for t in [*TINY, "runs=[no_kd]", "seeds=[3]", "data.splits.val=[]", "eval.overlays=0"]:
         args += ["--set", t]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "AJI" in res.output and (out / "report.html").is_file()
+    assert json.loads((out / "seed3" / "no_kd" / "eval.json").read_text())["seed"] == 3
 
 
 def test_bad_recipe_keys_are_one_line_errors(data_root):

@@ -119,10 +119,11 @@ def instance_case_metrics(pred: ArrayLike, truth: ArrayLike) -> dict[str, float]
 def instance_report(cases: Sequence[Mapping[str, float]], n_resamples: int = 10_000,
                     seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Means over images with percentile-bootstrap CIs (:func:`bootstrap_mean`):
-    ``{"metrics": {name: {"value", "low", "high", "n", "n_undefined"}}, "n", ...}``."""
+    ``{"metrics": {name: {"value", "low", "high", "n", "n_undefined"}}, "n", "n_resamples",
+    "ci_seed"}``."""
     if not cases:
         raise DataError("no images to evaluate")
     names = [m for m in INSTANCE_METRICS if m in cases[0]]
     return {"metrics": {m: bootstrap_mean([c[m] for c in cases], n_resamples, seed, confidence)
                         for m in names},
-            "n": len(cases), "n_resamples": int(n_resamples), "seed": int(seed)}
+            "n": len(cases), "n_resamples": int(n_resamples), "ci_seed": int(seed)}

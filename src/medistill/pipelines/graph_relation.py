@@ -154,10 +154,10 @@ class GraphRelationPipeline:
             with log.open() as f:
                 history = [{k: float(v) for k, v in row.items() if v != ""}
                            for row in csv.DictReader(f)]
-        record = {"name": name, "role": role, "seed": seed, "split": e.split,
+        record = {"name": name, "role": role, "split": e.split,
                   "model": meta["model"]["name"],
                   "widths": meta["model"].get("kwargs", {}).get("widths"), **res,
-                  "history": history, "model_path": str(model_path)}
+                  "seed": seed, "history": history, "model_path": str(model_path)}
         done.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(done, json.dumps(record, indent=2))
         return record
