@@ -52,10 +52,17 @@ def main() -> None:
                    help="one teacher (first seed) for every seed's students")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra key=value")
     p.add_argument("--summarize", action="store_true")
+    p.add_argument("--paired-latency", action="store_true",
+                   help="only re-time the teacher and a student alternately (1 thread) and "
+                        "write <out>/latency.json (fairer ratios on a loaded machine)")
+    p.add_argument("--latency-rounds", type=int, default=7)
     args = p.parse_args()
     out = Path(args.out)
     if args.summarize:
-        print(summary_table(collect(out)))
+        print(summary_table(collect(out), out))
+        return
+    if args.paired_latency:
+        print(json.dumps(paired_latency(out, args.latency_size, args.latency_rounds), indent=2))
         return
 
     import torch
@@ -90,7 +97,33 @@ def main() -> None:
     recipe = load_recipe(ROOT / "recipes" / "graph_relation_monuseg.yaml", overrides)
     resume = (out / "recipe.json").exists()
     run_recipe(recipe, out, resume=resume, progress=False)
-    print(summary_table(collect(out)))
+    paired_latency(out, args.latency_size, args.latency_rounds)
+    print(summary_table(collect(out), out))
+
+
+def paired_latency(out: Path, size: int, rounds: int) -> dict:
+    """Teacher and student CPU latency (1 thread, batch 1) measured in alternating rounds, so
+    both see the same machine load; the median over rounds of each round's median."""
+    import torch
+
+    from medistill.engine.checkpoint import load_model
+    from medistill.metrics import measure_latency
+
+    runs = collect(out)
+    teacher = next(r for r in runs if r["role"] == "teacher")
+    student = next(r for r in runs if r["role"] != "teacher")
+    models = {"teacher": load_model(teacher["model_path"])[0],
+              "student": load_model(student["model_path"])[0]}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(measure_latency(model, (3, size, size), warmup=1, repeats=3,
+                                               threads=1)["per_image_ms"])
+    res = {name: statistics.median(v) for name, v in times.items()}
+    res.update(ratio=res["student"] / res["teacher"], size=size, rounds=rounds,
+               threads=1, torch_threads_default=torch.get_num_threads())
+    (out / "latency.json").write_text(json.dumps(res, indent=2))
+    return res
 
 
 def collect(out: Path) -> list[dict]:
@@ -108,7 +141,7 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def summary_table(runs: list[dict]) -> str:
+def summary_table(runs: list[dict], out: Path | None = None) -> str:
     from medistill.pipelines.graph_relation import gap_closed
 
     if not runs:
@@ -136,6 +169,12 @@ def summary_table(runs: list[dict]) -> str:
             + (f"{100 * e['params'] / te['params']:.2f}% | "
                f"{100 * e['latency_ms'] / te['latency_ms']:.1f}% |" if te else "– | – |"))
     gap = gap_closed(runs)
+    paired = out / "latency.json" if out else None
+    if paired and paired.is_file():
+        lat = json.loads(paired.read_text())
+        lines += ["", f"Paired CPU latency ({lat['size']} px, 1 thread, {lat['rounds']} "
+                  f"alternating rounds): teacher {lat['teacher']:.1f} ms, student "
+                  f"{lat['student']:.1f} ms, ratio {100 * lat['ratio']:.1f}%."]
     lines.append("")
     lines.append("AJI gap closed (mean over seeds of (kd - no_kd) / (teacher - no_kd)): "
                  + ", ".join(f"{k}: {'–' if v is None else f'{100 * v:.1f}%'}"
