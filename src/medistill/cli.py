@@ -67,9 +67,27 @@ def print_weak_table(runs: list[dict[str, Any]]) -> None:
                    f"{_fmt_ci(m['pixel_f1_pos']):>22} {m['image_auc']['value']:>9.3f}")
 
 
+def print_instance_table(runs: list[dict[str, Any]]) -> None:
+    """A plain-text instance-segmentation results table on stdout."""
+    header = f"{'run':<22} {'images':>6} {'AJI (95% CI)':>22} {'PQ (95% CI)':>22} " \
+             f"{'VOI s/m':>11} {'GFLOPs':>8} {'params':>9} {'ms':>7}"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in runs:
+        m, e = r["metrics"], r.get("efficiency", {})
+        typer.echo(
+            f"{r['name']:<22} {r.get('n', 0):>6} {_fmt_ci(m['aji']):>22} {_fmt_ci(m['pq']):>22} "
+            f"{m['voi_split']['value']:>5.2f}/{m['voi_merge']['value']:<5.2f} "
+            f"{e.get('gflops', float('nan')):>8.3f} {e.get('params', 0) / 1e6:>8.3f}M "
+            f"{e.get('latency_ms', float('nan')):>7.1f}"
+        )
+
+
 def _print_runs(runs: list[dict[str, Any]]) -> None:
     if runs and "pixel_f1" in runs[0].get("metrics", {}):
         print_weak_table(runs)
+    elif runs and "aji" in runs[0].get("metrics", {}):
+        print_instance_table(runs)
     elif runs and "dice" in runs[0].get("metrics", {}):
         print_seg_table(runs)
     else:

@@ -37,6 +37,8 @@ class TrainConfig(StrictModel):
         "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
         "dice", "iou",  # segmentation methods' validation scores
         "pixel_f1", "pixel_f1_pos", "image_auc",  # weakly supervised segmentation
+
+        "aji", "pq",  # instance segmentation methods' validation scores
     ] = "macro_f1"
     seed: int = 0
     device: str = "cpu"

@@ -27,3 +27,9 @@ __all__ += ["SegSupervised", "SegmentationKD", "SegmentationMethod"]
 from medistill.methods.mil_fusion import FusionKD, MILTraining, decide_swap  # noqa: E402
 
 __all__ += ["FusionKD", "MILTraining", "decide_swap"]
+
+# instance segmentation: embeddings and graph relation distillation (Liu et al., 2024)
+from medistill.methods.graph_relation import GraphRelationKD, InstanceEmbedding  # noqa: E402
+from medistill.methods.memory_bank import MemoryBank  # noqa: E402
+
+__all__ += ["GraphRelationKD", "InstanceEmbedding", "MemoryBank"]

@@ -1,5 +1,5 @@
-"""Evaluation metrics: classification and segmentation quality with bootstrap CIs, and model
-efficiency."""
+"""Evaluation metrics: classification, segmentation and instance segmentation quality with
+bootstrap CIs, and model efficiency."""
 
 from medistill.metrics.classification import (
     METRIC_NAMES,
@@ -12,6 +12,13 @@ from medistill.metrics.efficiency import (
     count_parameters,
     measure_latency,
     profile_model,
+)
+from medistill.metrics.instance import (
+    INSTANCE_METRICS,
+    aji,
+    instance_case_metrics,
+    instance_report,
+    panoptic_quality,
 )
 from medistill.metrics.segmentation import (
     SEG_METRICS,
@@ -33,6 +40,11 @@ __all__ = [
     "binary_auc",
     "weak_case_metrics",
     "weak_segmentation_report",
+    "INSTANCE_METRICS",
+    "aji",
+    "instance_case_metrics",
+    "instance_report",
+    "panoptic_quality",
     "SEG_METRICS",
     "bootstrap_mean",
     "case_metrics",

@@ -5,6 +5,7 @@ from torch import nn
 from medistill.models import mil_segmenter as _mil  # noqa: F401  (weakly supervised MIL)
 from medistill.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
+from medistill.models import resunet as _resunet  # noqa: F401  (instance embeddings)
 from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)
 from medistill.models.base import Classifier
 from medistill.models.registry import MODELS
@@ -28,11 +29,16 @@ def segmentation_models() -> list[str]:
     return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "segmentation"]
 
 
+def instance_models() -> list[str]:
+    """The registered names whose factory builds an instance embedding network."""
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "") == "instance"]
+
+
 def classification_models() -> list[str]:
     """The registered names whose factory builds a :class:`Classifier`."""
-    seg = set(segmentation_models())
-    return [n for n in MODELS.names() if n not in seg]
+    other = set(segmentation_models()) | set(instance_models())
+    return [n for n in MODELS.names() if n not in other]
 
 
 __all__ = ["MODELS", "Classifier", "Segmenter", "classification_models", "create_model",
-           "list_models", "segmentation_models"]
+           "instance_models", "list_models", "segmentation_models"]

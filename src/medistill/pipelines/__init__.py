@@ -8,6 +8,7 @@ from typing import Any
 
 from medistill.config import apply_overrides, read_yaml, validate
 from medistill.errors import RecipeError
+from medistill.pipelines.graph_relation import GraphRelationPipeline, GraphRelationRecipe
 from medistill.pipelines.mil_fusion import MILFusionPipeline, MILFusionRecipe
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
@@ -19,6 +20,7 @@ RECIPES: dict[str, tuple[type, type]] = {
     "more_from_less": (MoreFromLessRecipe, MoreFromLessPipeline),
     "hlfd": (HLFDRecipe, SegmentationPipeline),
     "mil_fusion": (MILFusionRecipe, MILFusionPipeline),
+    "graph_relation": (GraphRelationRecipe, GraphRelationPipeline),
 }
 
 

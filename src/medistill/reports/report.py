@@ -258,6 +258,10 @@ def _build_document(
         from medistill.reports.segmentation import seg_blocks
 
         blocks += seg_blocks(runs)
+    elif results.get("task") == "instance":
+        from medistill.reports.instance import instance_blocks
+
+        blocks += instance_blocks(runs)
     else:
         blocks += _classification_blocks(runs, groups)
     blocks += extra or []
@@ -266,6 +270,7 @@ def _build_document(
         "confusion_matrices_1": "Confusion matrices",
         "training_curves": "Training curves",
         "overlays": "Predictions",
+        "instance_overlays": "Predicted instances",
     }
     for fig in figures:
         if fig.key in sections:
@@ -421,7 +426,7 @@ def write_report(out_dir: str | Path, results: dict) -> dict[str, Path]:
 
         {"title": str, "summary": str, "classes": [str, ...], "notes": [str, ...],
          "config": {...},                       # dumped as YAML (JSON fallback) at the end
-         "task": "classification" | "segmentation",   # segmentation: see reports.segmentation
+         "task": "classification" | "segmentation" | "instance",  # see reports.<task>
          "figures": [{"key", "path", "caption"}],    # extra PNGs under out_dir, embedded
          "runs": [{"name": str, "role": str,    # teacher | baseline | kd | kd_aux | ...
                    "factor": float,             # downsampling vs the original image (1 = full)

@@ -1,0 +1,186 @@
+"""Benchmark: graph relation distillation (issue #5) for nuclei instance segmentation on MoNuSeg.
+
+Runs ``recipes/graph_relation_monuseg.yaml`` sized for a shared 2-core CPU: images rescaled
+to 20x (``--scale 0.5``), 96 px training crops, the ResUNet embedding teacher with widths
+32/64/128/256/512 and students with widths 4/8/16/32/64; teacher, student without KD, student +
+intra-image AGD/IGD, student + intra + inter-image (memory bank), over several seeds (the
+teacher trained once with the first seed by default: ``--shared-teacher``). Prints a markdown
+table (test AJI / PQ with 95% bootstrap CIs over the 14 test images per seed, mean ± sd over
+seeds, VOI split / merge, ARAND, params / GFLOPs / CPU latency, student / teacher ratios, the
+fraction of the teacher-student AJI gap closed) for RESULTS.md.
+
+    python benchmarks/graph_relation.py --data ../shared/data/monuseg --seeds 0 1 2
+
+Everything is a flag (GPU users: ``--scale 1 --crop-size 256 --crops-per-image 16
+--epochs 100 --teacher-epochs 100 --no-shared-teacher --device cuda``). Interrupted runs
+continue where they stopped. ``--summarize`` only prints the table of the runs already
+evaluated in ``--out`` (also usable while the benchmark is still running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["teacher", "no_kd", "intra", "full"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/monuseg", help="MoNuSeg root")
+    p.add_argument("--out", default="benchmarks/out/graph_relation")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--runs", nargs="+", default=["no_kd", "intra", "full"])
+    p.add_argument("--scale", type=float, default=0.5)
+    p.add_argument("--crop-size", type=int, default=96)
+    p.add_argument("--crops-per-image", type=int, default=4)
+    p.add_argument("--teacher-widths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    p.add_argument("--student-widths", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--teacher-epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--postprocess", default="auto", choices=["auto", "mutex", "watershed"])
+    p.add_argument("--n-resamples", type=int, default=10000)
+    p.add_argument("--latency-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--shared-teacher", action=argparse.BooleanOptionalAction, default=True,
+                   help="one teacher (first seed) for every seed's students")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra key=value")
+    p.add_argument("--summarize", action="store_true")
+    p.add_argument("--paired-latency", action="store_true",
+                   help="only re-time the teacher and a student alternately (1 thread) and "
+                        "write <out>/latency.json (fairer ratios on a loaded machine)")
+    p.add_argument("--latency-rounds", type=int, default=7)
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.summarize:
+        print(summary_table(collect(out), out))
+        return
+    if args.paired_latency:
+        print(json.dumps(paired_latency(out, args.latency_size, args.latency_rounds), indent=2))
+        return
+
+    import torch
+
+    from medistill.pipelines import load_recipe, run_recipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = [
+        f"data.root={args.data}",
+        f"data.scale={args.scale}",
+        f"data.crop_size={args.crop_size}",
+        f"data.crops_per_image={args.crops_per_image}",
+        f"teacher.kwargs={{widths: {json.dumps(args.teacher_widths)}}}",
+        f"student.kwargs={{widths: {json.dumps(args.student_widths)}}}",
+        f"runs={json.dumps(args.runs)}",
+        f"seeds={json.dumps(args.seeds)}",
+        f"shared_teacher={'true' if args.shared_teacher else 'false'}",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"train.batch_size={args.batch_size}",
+        f"train.device={args.device}",
+        "train.tensorboard=false",
+        f"stages.teacher={{epochs: {args.teacher_epochs}}}",
+        f"postprocess.method={args.postprocess}",
+        f"eval.n_resamples={args.n_resamples}",
+        f"eval.latency_size={args.latency_size}",
+        "eval.latency_repeats=10",
+        "eval.threads=1",
+        *args.overrides,
+    ]
+    recipe = load_recipe(ROOT / "recipes" / "graph_relation_monuseg.yaml", overrides)
+    resume = (out / "recipe.json").exists()
+    run_recipe(recipe, out, resume=resume, progress=False)
+    paired_latency(out, args.latency_size, args.latency_rounds)
+    print(summary_table(collect(out), out))
+
+
+def paired_latency(out: Path, size: int, rounds: int) -> dict:
+    """Teacher and student CPU latency (1 thread, batch 1) measured in alternating rounds, so
+    both see the same machine load; the median over rounds of each round's median."""
+    import torch
+
+    from medistill.engine.checkpoint import load_model
+    from medistill.metrics import measure_latency
+
+    runs = collect(out)
+    teacher = next(r for r in runs if r["role"] == "teacher")
+    student = next(r for r in runs if r["role"] != "teacher")
+    models = {"teacher": load_model(teacher["model_path"])[0],
+              "student": load_model(student["model_path"])[0]}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(measure_latency(model, (3, size, size), warmup=1, repeats=3,
+                                               threads=1)["per_image_ms"])
+    res = {name: statistics.median(v) for name, v in times.items()}
+    res.update(ratio=res["student"] / res["teacher"], size=size, rounds=rounds,
+               threads=1, torch_threads_default=torch.get_num_threads())
+    (out / "latency.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
+def collect(out: Path) -> list[dict]:
+    """Every evaluated run under ``out`` (``*/eval.json``, ``seed*/*/eval.json``)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("**/eval.json"))]
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['value']:.3f} ({m['low']:.3f}-{m['high']:.3f})"
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def summary_table(runs: list[dict], out: Path | None = None) -> str:
+    from medistill.pipelines.graph_relation import gap_closed
+
+    if not runs:
+        return "(no evaluated runs yet)"
+    by_role: dict[str, list[dict]] = {}
+    for r in runs:
+        by_role.setdefault(r["role"], []).append(r)
+    teacher = by_role.get("teacher", [None])[0]
+    lines = ["| Model | Seeds | AJI mean ± sd | AJI per seed (95% CI) | PQ mean ± sd | "
+             "VOI split / merge | ARAND | Params | GFLOPs | CPU ms | Params / T | "
+             "Latency / T |", "|" + "---|" * 12]
+    for role in [r for r in ORDER if r in by_role]:
+        rs = sorted(by_role[role], key=lambda r: r["seed"])
+        m = [r["metrics"] for r in rs]
+        e = rs[0]["efficiency"]
+        te = teacher["efficiency"] if teacher else None
+        lines.append(
+            f"| {role} | {len(rs)} | {_ms([x['aji']['value'] for x in m])} | "
+            + "; ".join(_fmt(x["aji"]) for x in m)
+            + f" | {_ms([x['pq']['value'] for x in m])} | "
+            f"{_ms([x['voi_split']['value'] for x in m])} / "
+            f"{_ms([x['voi_merge']['value'] for x in m])} | "
+            f"{_ms([x['arand']['value'] for x in m])} | {e['params'] / 1e3:.1f} K | "
+            f"{e['gflops']:.2f} | {e['latency_ms']:.1f} | "
+            + (f"{100 * e['params'] / te['params']:.2f}% | "
+               f"{100 * e['latency_ms'] / te['latency_ms']:.1f}% |" if te else "– | – |"))
+    gap = gap_closed(runs)
+    paired = out / "latency.json" if out else None
+    if paired and paired.is_file():
+        lat = json.loads(paired.read_text())
+        lines += ["", f"Paired CPU latency ({lat['size']} px, 1 thread, {lat['rounds']} "
+                  f"alternating rounds): teacher {lat['teacher']:.1f} ms, student "
+                  f"{lat['student']:.1f} ms, ratio {100 * lat['ratio']:.1f}%."]
+    lines.append("")
+    lines.append("AJI gap closed (mean over seeds of (kd - no_kd) / (teacher - no_kd)): "
+                 + ", ".join(f"{k}: {'–' if v is None else f'{100 * v:.1f}%'}"
+                             for k, v in gap.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Graph relation distillation for instance segmentation (Liu et al., 2024), end to end.
+
+For every seed: a teacher embedding network (supervised, or ``teacher_checkpoint``; with
+``shared_teacher`` one teacher from the first seed serves every seed), then the student runs
+listed in ``runs``: ``no_kd`` (supervision only), ``intra`` (+ intra-image AGD and IGD) and
+``full`` (+ the inter-image terms against the memory bank); see
+:mod:`medistill.methods.graph_relation`. Every model is evaluated on ``eval.split`` whole
+images: AJI, PQ / DQ / SQ, object F1, VOI split / merge and ARAND per image with 95%
+bootstrap CIs over images, params / GFLOPs / CPU latency. ``results.json``, ``report.html`` /
+``report.md`` with instance overlays, the student / teacher efficiency ratios and the fraction
+of the teacher-student AJI gap each distilled student closes are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig, merge_train
+from medistill.data.instance import InstanceDataset, instance_channel_stats
+from medistill.data.segmentation import SegItem
+from medistill.engine.checkpoint import atomic_write_text, load_model
+from medistill.engine.trainer import Trainer, seed_everything
+from medistill.errors import RecipeError
+from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
+from medistill.models import create_model
+from medistill.models.resunet import EmbeddingResUNet
+from medistill.pipelines.evaluate_instances import evaluate_instance_model
+from medistill.pipelines.instance_data import (
+    InstanceAugmentConfig,
+    InstanceDataConfig,
+    load_instance_split,
+    make_instance_augment,
+)
+from medistill.postprocess.affinity import POSTPROCESSORS
+
+Run = Literal["no_kd", "intra", "full"]
+Stage = Literal["teacher", "no_kd", "intra", "full"]
+CLASSES = ["background", "instance"]
+
+
+class GraphKDConfig(StrictModel):
+    offsets: list[int] = Field([1, 3, 5, 9, 27], min_length=1)
+    affinity_weight: float = Field(1.0, ge=0, description="affinity-label supervision")
+    foreground_weight: float = Field(1.0, ge=0, description="foreground BCE")
+    agd_weight: float = Field(10.0, ge=0)
+    node_weight: float = Field(0.1, ge=0)
+    edge_weight: float = Field(0.1, ge=0)
+    inter_agd_weight: float = Field(10.0, ge=0)
+    inter_igd_weight: float = Field(0.1, ge=0)
+    bank_size: int = Field(32, ge=1)
+    bank_sample: int = Field(12, ge=1)
+    pool: int = Field(7, ge=1, description="inter-image AGD pooled size")
+
+
+class PostprocessConfig(StrictModel):
+    method: Literal[POSTPROCESSORS] = "auto"  # type: ignore[valid-type]
+    fg_threshold: float = Field(0.5, gt=0, lt=1)
+    min_size: int = Field(10, ge=0, description="pixels (after scale)")
+    seed_threshold: float = Field(0.3, gt=0, lt=1, description="watershed seeds")
+
+
+class InstanceEvalConfig(EvalConfig):
+    latency_size: int = Field(256, ge=16, description="square input of the latency/GFLOPs")
+    overlays: int = Field(2, ge=0, description="test images shown in the overlay figure")
+
+
+class GraphRelationRecipe(StrictModel):
+    method: Literal["graph_relation"] = "graph_relation"
+    title: str = "Graph relation distillation for instance segmentation"
+    data: InstanceDataConfig
+    teacher: ModelConfig = ModelConfig(name="resunet_embedding",
+                                       kwargs={"widths": [32, 64, 128, 256, 512]})
+    student: ModelConfig = ModelConfig(name="resunet_embedding",
+                                       kwargs={"widths": [4, 8, 16, 32, 64]})
+    teacher_checkpoint: str | None = None
+    shared_teacher: bool = False
+    runs: list[Run] = Field(["no_kd", "intra", "full"], min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    augment: InstanceAugmentConfig = InstanceAugmentConfig()
+    train: TrainConfig = TrainConfig(select_metric="aji", lr=1e-3, batch_size=4, epochs=50)
+    stages: dict[Stage, dict[str, Any]] = {}
+    kd: GraphKDConfig = GraphKDConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    eval: InstanceEvalConfig = InstanceEvalConfig()
+
+    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
+        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
+        return cfg.model_copy(update={"seed": seed})
+
+
+class GraphRelationPipeline:
+    def __init__(self, recipe: GraphRelationRecipe, out_dir: str | Path, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.r = recipe
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.progress = progress
+
+    # -- data -------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        d = self.r.data
+        self.train_items = load_instance_split(d, "train")
+        self.val_items = load_instance_split(d, "val")
+        self.test_items = load_instance_split(d, self.r.eval.split)
+        mean, std = instance_channel_stats(InstanceDataset(self.train_items, None, d.scale))
+        self.norm = {"mean": mean, "std": std}
+
+    def _dataset(self, items: list[SegItem], train: bool, seed: int = 0) -> InstanceDataset:
+        d = self.r.data
+        if train:
+            return InstanceDataset(items, d.crop_size, d.scale, d.crops_per_image,
+                                   make_instance_augment(self.r.augment), self.norm["mean"],
+                                   self.norm["std"], seed)
+        return InstanceDataset(items, None, d.scale, mean=self.norm["mean"],
+                               std=self.norm["std"])
+
+    def _meta(self, spec: ModelConfig) -> dict[str, Any]:
+        return {"task": "instance", "model": spec.model_dump(), "classes": CLASSES,
+                "normalization": self.norm, "scale": self.r.data.scale,
+                "offsets": list(self.r.kd.offsets),
+                "postprocess": self.r.postprocess.model_dump()}
+
+    # -- one run ----------------------------------------------------------------------------
+    def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
+        run_dir = self.out / name
+        if (run_dir / "train_done.json").is_file():
+            return run_dir / "best.pt"
+        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
+        val = self._dataset(self.val_items, False) if self.val_items else None
+        trainer = Trainer(method, self._dataset(self.train_items, True, cfg.seed), val, cfg,
+                          run_dir, meta, None, name)
+        fit = trainer.fit(resume=self.resume)
+        atomic_write_text(run_dir / "train_done.json", json.dumps(
+            {k: v for k, v in fit.items() if k != "history"}, indent=2))
+        return run_dir / "best.pt"
+
+    def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
+        done = self.out / name / "eval.json"
+        if done.is_file() and self.resume:
+            return json.loads(done.read_text())
+        model, meta = load_model(model_path)
+        e = self.r.eval
+        res = evaluate_instance_model(model, meta, self.test_items, e.n_resamples, e.ci_seed,
+                                      e.latency, e.latency_size, e.latency_repeats, e.threads)
+        history = []
+        log = model_path.parent / "log.csv"
+        if log.is_file():
+            with log.open() as f:
+                history = [{k: float(v) for k, v in row.items() if v != ""}
+                           for row in csv.DictReader(f)]
+        record = {"name": name, "role": role, "split": e.split,
+                  "model": meta["model"]["name"],
+                  "widths": meta["model"].get("kwargs", {}).get("widths"), **res,
+                  "seed": seed, "history": history, "model_path": str(model_path)}
+        done.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(done, json.dumps(record, indent=2))
+        return record
+
+    def _model(self, spec: ModelConfig, seed: int) -> EmbeddingResUNet:
+        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
+        model = create_model(spec.name, len(CLASSES), **spec.kwargs)
+        if not isinstance(model, EmbeddingResUNet):
+            raise RecipeError(f"model {spec.name!r} is not an embedding network "
+                              "(use resunet_embedding)")
+        return model
+
+    def _check_teacher_checkpoint(self) -> None:
+        path = self.r.teacher_checkpoint
+        if path:
+            _, meta = load_model(path)
+            if meta.get("task") != "instance":
+                raise RecipeError(f"teacher_checkpoint {path}: not an instance embedding model "
+                                  f"(task {meta.get('task')!r})")
+
+    def _kd(self) -> dict[str, Any]:
+        k = self.r.kd
+        return {"offsets": k.offsets, "affinity_weight": k.affinity_weight,
+                "foreground_weight": k.foreground_weight,
+                "postprocess": self.r.postprocess.model_dump()}
+
+    def _teacher(self, seed: int) -> Path:
+        r = self.r
+        if r.teacher_checkpoint:
+            return Path(r.teacher_checkpoint)
+        if r.shared_teacher:
+            seed = r.seeds[0]
+        method = InstanceEmbedding(self._model(r.teacher, seed), **self._kd())
+        return self._train(f"seed{seed}/teacher", method, r.stage_train("teacher", seed),
+                           self._meta(r.teacher))
+
+    def _student_method(self, run: Run, teacher_path: Path, seed: int):
+        k, r = self.r.kd, self.r
+        student = self._model(r.student, seed)
+        if run == "no_kd":
+            return InstanceEmbedding(student, **self._kd())
+        teacher, _ = load_model(teacher_path)
+        return GraphRelationKD(teacher, student, PRESETS[run], agd_weight=k.agd_weight,
+                               node_weight=k.node_weight, edge_weight=k.edge_weight,
+                               inter_agd_weight=k.inter_agd_weight,
+                               inter_igd_weight=k.inter_igd_weight, bank_size=k.bank_size,
+                               bank_sample=k.bank_sample, pool=k.pool, **self._kd())
+
+    # -- everything -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from medistill.reports import write_report
+        from medistill.reports.instance import instance_sections, write_instance_overlays
+
+        r = self.r
+        if (self.out / "recipe.json").exists() and not self.resume:
+            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
+        self._check_teacher_checkpoint()
+        self._load_data()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        runs, overlay_models, teachers = [], {}, set()
+        for seed in r.seeds:
+            teacher_path = self._teacher(seed)
+            if teacher_path not in teachers:  # once per distinct teacher
+                teachers.add(teacher_path)
+                name = ("teacher" if r.teacher_checkpoint
+                        else teacher_path.parent.relative_to(self.out).as_posix())
+                runs.append(self._evaluate(name, "teacher", seed, teacher_path))
+            if seed == r.seeds[0]:
+                overlay_models["teacher"] = teacher_path
+            for run in r.runs:
+                name = f"seed{seed}/{run}"
+                path = self._train(name, self._student_method(run, teacher_path, seed),
+                                   r.stage_train(run, seed), self._meta(r.student))
+                runs.append(self._evaluate(name, run, seed, path))
+                if seed == r.seeds[0]:
+                    overlay_models[run] = path
+        figures = []
+        if r.eval.overlays:
+            figures = write_instance_overlays(self.out, overlay_models,
+                                              self.test_items[: r.eval.overlays])
+        results = {
+            "task": "instance",
+            "title": r.title,
+            "summary": _summary(r),
+            "classes": CLASSES,
+            "runs": [{k: v for k, v in run.items() if k != "cases"} for run in runs],
+            "figures": figures,
+            "sections": instance_sections(runs),
+            "notes": _notes(r, len(self.train_items), len(self.val_items), len(self.test_items)),
+            "config": json.loads(r.model_dump_json()),
+        }
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
+        write_report(self.out, results)
+        return results
+
+
+def gap_closed(runs: list[dict[str, Any]], metric: str = "aji") -> dict[str, float | None]:
+    """Per distilled role: mean over seeds of ``(kd - no_kd) / (teacher - no_kd)`` on
+    ``metric`` (the teacher of the same seed, or the only teacher)."""
+    def value(r: dict[str, Any]) -> float:
+        return float(r["metrics"][metric]["value"])
+
+    teachers = {r["seed"]: value(r) for r in runs if r["role"] == "teacher"}
+    plain = {r["seed"]: value(r) for r in runs if r["role"] == "no_kd"}
+    out: dict[str, float | None] = {}
+    for role in ("intra", "full"):
+        fractions = []
+        for r in runs:
+            if r["role"] != role or r["seed"] not in plain:
+                continue
+            t = teachers.get(r["seed"], next(iter(teachers.values()), None))
+            if t is None or t == plain[r["seed"]]:
+                continue
+            fractions.append((value(r) - plain[r["seed"]]) / (t - plain[r["seed"]]))
+        out[role] = statistics.fmean(fractions) if fractions else None
+    return out
+
+
+def _summary(r: GraphRelationRecipe) -> str:
+    return (
+        f"Teacher {r.teacher.name} {r.teacher.kwargs}, students {r.student.name} "
+        f"{r.student.kwargs}: {', '.join(r.runs)}; seeds {r.seeds}. Metrics on the "
+        f"'{r.eval.split}' split, mean over images with 95% bootstrap CIs "
+        f"({r.eval.n_resamples} resamples)."
+    )
+
+
+def _notes(r: GraphRelationRecipe, n_train: int, n_val: int, n_test: int) -> list[str]:
+    k, d, p = r.kd, r.data, r.postprocess
+    from medistill.postprocess import has_mutex_watershed
+
+    pp = p.method if p.method != "auto" else (
+        "mutex" if has_mutex_watershed() else "watershed (mwatershed not installed)")
+    return [
+        f"{n_train} training, {n_val} validation and {n_test} evaluation images; images "
+        f"rescaled by {d.scale}; training on {d.crops_per_image} random {d.crop_size} px crops "
+        "per image and epoch; evaluation on whole images, predictions resized back (nearest) "
+        "to the original labels.",
+        f"Embeddings: L2-normalised, affinities at offsets {k.offsets} per axis (border "
+        f"positions masked). Supervision: {k.affinity_weight} x affinity MSE + "
+        f"{k.foreground_weight} x foreground BCE. KD weights: AGD {k.agd_weight}, IGD node "
+        f"{k.node_weight}, edge {k.edge_weight}; inter-image AGD {k.inter_agd_weight}, IGD "
+        f"{k.inter_igd_weight}; FIFO memory bank of {k.bank_size} teacher maps, "
+        f"{k.bank_sample} sampled per step, inter-image AGD on {k.pool}x{k.pool} pooled maps.",
+        f"Post-processing: {pp}; foreground probability > {p.fg_threshold}; instances under "
+        f"{p.min_size} px dropped.",
+        "AJI: aggregated Jaccard index; PQ = DQ x SQ at IoU > 0.5; F1 = object detection F1 at "
+        "IoU > 0.5 (= DQ); VOI split = H(pred | truth), merge = H(truth | pred) (nats); ARAND: "
+        "adapted Rand error (lower is better for VOI and ARAND).",
+        f"GFLOPs = 2 x multiply-adds of one forward pass on a {r.eval.latency_size} px input; "
+        "latency = median CPU wall time per image at batch size 1.",
+        "Model selection: the best validation AJI epoch, or (no validation split) the epoch "
+        "with the lowest training loss.",
+    ]

@@ -1,0 +1,176 @@
+"""Instance-segmentation parts of the run report: metric tables, student / teacher
+efficiency ratios, the AJI gap closed, and instance overlays.
+
+Used by :func:`medistill.reports.write_report` when ``results["task"] == "instance"``; run
+records carry ``metrics`` with ``aji``, ``pq``, ``dq``, ``sq``, ``f1``, ``voi_split``,
+``voi_merge`` and ``arand`` (each ``{"value", "low", "high"}``) and ``efficiency``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
+
+HEADERS = ("Name|Role|Seed|Images|AJI (95% CI)|PQ (95% CI)|DQ = F1|SQ|VOI split|VOI merge|"
+           "ARAND|GFLOPs|Params|Latency (ms)").split("|")
+AGG_METRICS = ("aji", "pq", "voi_split", "voi_merge", "arand")
+
+
+def _ci(m: Any) -> str:
+    from medistill.reports.report import fmt_ci
+
+    return fmt_ci(metric_parts(m), 3)
+
+
+def _val(m: Any) -> str:
+    v = finite(as_map(m).get("value"))
+    return "–" if v is None else f"{v:.3f}"
+
+
+def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Headings, tables and captions of the instance report."""
+    from medistill.reports.report import (
+        Heading,
+        Para,
+        Table,
+        _fmt_fixed,
+        _text,
+        fmt_params,
+        fmt_sig,
+    )
+
+    rows = []
+    for r in runs:
+        m, eff = as_map(r.get("metrics")), as_map(r.get("efficiency"))
+        rows.append([_text(r.get("name")), _text(r.get("role")), _text(r.get("seed")),
+                     _text(r.get("n")), _ci(m.get("aji")), _ci(m.get("pq")), _val(m.get("dq")),
+                     _val(m.get("sq")), _val(m.get("voi_split")), _val(m.get("voi_merge")),
+                     _val(m.get("arand")), fmt_sig(eff.get("gflops")),
+                     fmt_params(eff.get("params")), _fmt_fixed(eff.get("latency_ms"))])
+    blocks: list[Any] = [Heading("Models"), Table(HEADERS, rows, frozenset(range(2, 14))),
+                         Para("Means over test images with 95% bootstrap CIs. Higher is better "
+                              "for AJI, PQ, DQ, SQ; lower for VOI and ARAND.", css="caption")]
+    by_role: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by_role.setdefault(str(r.get("role")), []).append(r)
+    agg = []
+    for role, rs in by_role.items():
+        vals = [[finite(as_map(as_map(r.get("metrics")).get(k)).get("value")) for r in rs]
+                for k in AGG_METRICS]
+        agg.append([role, str(len(rs))] + [_mean_sd(v) for v in vals])
+    blocks += [Heading("Aggregate over seeds"),
+               Table(["Role", "Runs", "AJI", "PQ", "VOI split", "VOI merge", "ARAND"], agg,
+                     frozenset(range(1, 7))),
+               Para("Mean ± sample standard deviation (n-1) over seeds.", css="caption")]
+    return blocks
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
+
+
+def instance_sections(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``results["sections"]``: efficiency ratios to the teacher and the AJI gap closed."""
+    from medistill.pipelines.graph_relation import gap_closed
+
+    teacher = next((r for r in runs if r.get("role") == "teacher"), None)
+    if teacher is None:
+        return []
+    te = as_map(teacher.get("efficiency"))
+    rows, seen = [], set()
+    for r in runs:
+        if r.get("role") == "teacher" or r.get("role") in seen:
+            continue
+        seen.add(r.get("role"))
+        e = as_map(r.get("efficiency"))
+        ratio = [_ratio(e.get(k), te.get(k)) for k in ("params", "gflops", "latency_ms")]
+        rows.append([str(r.get("role"))] + ratio)
+    gap = gap_closed([dict(r) for r in runs])
+    gap_rows = [[role, "–" if v is None else f"{100 * v:.1f}%"] for role, v in gap.items()
+                if any(r.get("role") == role for r in runs)]
+    return [
+        {"title": "Student / teacher efficiency",
+         "text": "Student cost as a percentage of the teacher's (first run of each role).",
+         "table": {"headers": ["Role", "Params", "GFLOPs", "CPU latency"], "rows": rows}},
+        {"title": "Teacher-student AJI gap closed",
+         "text": "(AJI of the distilled student - AJI of the student without KD) / (AJI of "
+                 "the teacher - AJI of the student without KD), per seed, averaged.",
+         "table": {"headers": ["Role", "Gap closed"], "rows": gap_rows}},
+    ]
+
+
+def _ratio(a: Any, b: Any) -> str:
+    x, y = finite(a), finite(b)
+    return "–" if x is None or not y else f"{100 * x / y:.1f}%"
+
+
+def colour_instances(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An (H, W, 3) uint8 image with every instance filled in its own colour, outlined."""
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(40, 256, (int(labels.max()) + 1, 3)).astype(np.float32)
+    img = image.astype(np.float32)
+    fg = (labels > 0)[..., None]
+    out = np.where(fg, (1 - alpha) * img + alpha * colours[labels], img)
+    edges = find_boundaries(labels, mode="inner") & (labels > 0)
+    out[edges] = colours[labels[edges]]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def instance_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]) -> bytes:
+    names = list(rows[0][2])
+    fig = _figure_class()(figsize=(2.6 * (len(names) + 1), 2.6 * len(rows)),
+                          layout="constrained")
+    axes = fig.subplots(len(rows), len(names) + 1, squeeze=False)
+    for i, (title, image, maps) in enumerate(rows):
+        panels = [("image", image)] + [
+            (f"{n} ({int(len(np.unique(maps[n])) - (maps[n] == 0).any())})",
+             colour_instances(image, maps[n])) for n in names]
+        for j, (name, arr) in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(arr)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(title[:24], fontsize=8)
+    return _png(fig)
+
+
+def write_instance_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any]
+                            ) -> list[dict[str, str]]:
+    """Predict ``items`` with every model file, write ``figures/instance_overlays.png``."""
+    from medistill.engine.checkpoint import atomic_write_bytes, load_model
+    from medistill.pipelines.evaluate_instances import dataset_for_model, predict_instances
+
+    if not items or not models:
+        return []
+    preds: dict[str, list[np.ndarray]] = {}
+    dataset = None
+    for name, path in models.items():
+        model, meta = load_model(path)
+        dataset = dataset_for_model(items, meta)
+        preds[name] = predict_instances(model, meta, items, dataset)
+    assert dataset is not None
+    rows = []
+    for i, item in enumerate(items):
+        image, truth = dataset.original(i)
+        rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
+    path = Path(out_dir) / "figures" / "instance_overlays.png"
+    atomic_write_bytes(path, lambda f: f.write(instance_figure(rows)))
+    caption = ("Test images (rows): ground truth and each model's instances (first seed), one "
+               "colour per instance; the panel titles give the instance counts.")
+    return [{"key": "instance_overlays", "path": "figures/instance_overlays.png",
+             "caption": caption}]
