@@ -13,7 +13,6 @@ of the teacher-student AJI gap each distilled student closes are written to the 
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from pathlib import Path
@@ -21,15 +20,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig, merge_train
+from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.instance import InstanceDataset, instance_channel_stats
 from medistill.data.segmentation import SegItem
-from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import Trainer, seed_everything
+from medistill.engine.checkpoint import load_model
+from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
 from medistill.models import create_model
 from medistill.models.resunet import EmbeddingResUNet
+from medistill.pipelines.base import Pipeline, StagedRecipe
+from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.evaluate_instances import evaluate_instance_model
 from medistill.pipelines.instance_data import (
     InstanceAugmentConfig,
@@ -70,7 +71,7 @@ class InstanceEvalConfig(EvalConfig):
     overlays: int = Field(2, ge=0, description="test images shown in the overlay figure")
 
 
-class GraphRelationRecipe(StrictModel):
+class GraphRelationRecipe(StagedRecipe):
     method: Literal["graph_relation"] = "graph_relation"
     title: str = "Graph relation distillation for instance segmentation"
     data: InstanceDataConfig
@@ -89,18 +90,8 @@ class GraphRelationRecipe(StrictModel):
     postprocess: PostprocessConfig = PostprocessConfig()
     eval: InstanceEvalConfig = InstanceEvalConfig()
 
-    def stage_train(self, stage: Stage, seed: int) -> TrainConfig:
-        cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
-        return cfg.model_copy(update={"seed": seed})
 
-
-class GraphRelationPipeline:
-    def __init__(self, recipe: GraphRelationRecipe, out_dir: str | Path, resume: bool = False,
-                 progress: bool = True) -> None:
-        self.r = recipe
-        self.out = Path(out_dir)
-        self.resume = resume
-        self.progress = progress
+class GraphRelationPipeline(Pipeline):
 
     # -- data -------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -128,39 +119,25 @@ class GraphRelationPipeline:
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
-        run_dir = self.out / name
-        if (run_dir / "train_done.json").is_file():
-            return run_dir / "best.pt"
-        cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
         val = self._dataset(self.val_items, False) if self.val_items else None
-        trainer = Trainer(method, self._dataset(self.train_items, True, cfg.seed), val, cfg,
-                          run_dir, meta, None, name)
-        fit = trainer.fit(resume=self.resume)
-        atomic_write_text(run_dir / "train_done.json", json.dumps(
-            {k: v for k, v in fit.items() if k != "history"}, indent=2))
-        return run_dir / "best.pt"
+        return self.fit(name, method, self._dataset(self.train_items, True, cfg.seed), val, cfg,
+                        meta, None)
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
-        done = self.out / name / "eval.json"
-        if done.is_file() and self.resume:
-            return json.loads(done.read_text())
-        model, meta = load_model(model_path)
-        e = self.r.eval
-        res = evaluate_instance_model(model, meta, self.test_items, e.n_resamples, e.ci_seed,
-                                      e.latency, e.latency_size, e.latency_repeats, e.threads)
-        history = []
-        log = model_path.parent / "log.csv"
-        if log.is_file():
-            with log.open() as f:
-                history = [{k: float(v) for k, v in row.items() if v != ""}
-                           for row in csv.DictReader(f)]
-        record = {"name": name, "role": role, "split": e.split,
-                  "model": meta["model"]["name"],
-                  "widths": meta["model"].get("kwargs", {}).get("widths"), **res,
-                  "seed": seed, "history": history, "model_path": str(model_path)}
-        done.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(done, json.dumps(record, indent=2))
-        return record
+        def evaluate() -> dict[str, Any]:
+            model, meta = load_model(model_path)
+            e = self.r.eval
+            res = evaluate_instance_model(model, meta, self.test_items, e.n_resamples,
+                                          e.ci_seed, e.latency, e.latency_size,
+                                          e.latency_repeats, e.threads)
+            (self.out / name).mkdir(parents=True, exist_ok=True)
+            return {"name": name, "role": role, "split": e.split,
+                    "model": meta["model"]["name"],
+                    "widths": meta["model"].get("kwargs", {}).get("widths"), **res,
+                    "seed": seed, "history": read_history(model_path.parent / "log.csv"),
+                    "model_path": str(model_path)}
+
+        return self.cached_record(name, evaluate)
 
     def _model(self, spec: ModelConfig, seed: int) -> EmbeddingResUNet:
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
@@ -208,16 +185,14 @@ class GraphRelationPipeline:
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports import write_report
         from medistill.reports.instance import instance_sections, write_instance_overlays
 
         r = self.r
-        if (self.out / "recipe.json").exists() and not self.resume:
+        if (self.out / "recipe.json").exists() and not self.resume:  # before any slow check
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
         self._check_teacher_checkpoint()
         self._load_data()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.json", r.model_dump_json(indent=2))
+        self.start()
         runs, overlay_models, teachers = [], {}, set()
         for seed in r.seeds:
             teacher_path = self._teacher(seed)
@@ -250,9 +225,7 @@ class GraphRelationPipeline:
             "notes": _notes(r, len(self.train_items), len(self.val_items), len(self.test_items)),
             "config": json.loads(r.model_dump_json()),
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
-        write_report(self.out, results)
-        return results
+        return self.finish(results)
 
 
 def gap_closed(runs: list[dict[str, Any]], metric: str = "aji") -> dict[str, float | None]:

@@ -115,6 +115,7 @@ class SegmentationPipeline(Pipeline):
                                      ci_seed=e.ci_seed, threshold=e.threshold, hd95=e.hd95,
                                      latency=e.latency, latency_repeats=e.latency_repeats,
                                      threads=e.threads)
+            res["ci_seed"] = res.pop("seed", e.ci_seed)  # the bootstrap's, not the run's
             return {"name": name, "role": role, "seed": seed, "split": e.split,
                     "model": meta["model"]["name"], **res,
                     "history": read_history(model_path.parent / "log.csv"),
