@@ -3,7 +3,6 @@ aggregate over seeds, the per-round role-reversal table and the overlay figure."
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from medistill.reports.plots import finite, metric_parts
+from medistill.reports.report import fmt_ci, fmt_mean_std
 
 ROLE_NAMES = {"mil_teacher": "MIL teacher", "fusion_kd": "fusion KD, no role reversal",
               "ikd": "iterative fusion KD (full)"}
@@ -20,18 +20,7 @@ TEST_COLUMNS = [("pixel_f1", "Pixel F1, all images"), ("pixel_f1_pos", "Pixel F1
 
 
 def _ci(metric: Any) -> str:
-    from medistill.reports.report import fmt_ci
-
     return fmt_ci(metric_parts(metric))
-
-
-def _mean_sd(values: Sequence[float | None]) -> str:
-    v = [x for x in values if x is not None]
-    if not v:
-        return "–"
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
 
 
 def weak_sections(runs: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]],
@@ -57,7 +46,7 @@ def weak_sections(runs: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[st
         by_role.setdefault(str(r["role"]), []).append(r)
     agg = []
     for role, rs in by_role.items():
-        vals = [_mean_sd([finite(metric_parts(x["metrics"].get(k))[0]) for x in rs])
+        vals = [fmt_mean_std([finite(metric_parts(x["metrics"].get(k))[0]) for x in rs])
                 for k in ("pixel_f1", "pixel_f1_pos", "iou", "image_auc")]
         agg.append([ROLE_NAMES.get(role, role), str(len(rs)), *vals])
     sections.append({"title": "Aggregate over seeds",
