@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+#: the real datasets (``../shared/data`` next to the repository, or $MEDISTILL_SHARED_DATA);
+#: tests that need one skip when it is absent
+SHARED_DATA = Path(os.environ.get("MEDISTILL_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 TINY_CLASSES = ("benign", "malignant")
 TINY_SPLITS = {"train": 3, "val": 2}  # images per class

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 from seg_fixtures import write_seg_dataset
 
@@ -22,7 +23,7 @@ from medistill.data.segmentation import (
 )
 from medistill.errors import DataError
 
-TOTALSEG = Path("/work/shared/data/totalseg_example_ct")
+TOTALSEG = SHARED_DATA / "totalseg_example_ct"
 
 
 @pytest.fixture

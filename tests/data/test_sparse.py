@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
 from medistill.data import (
@@ -27,7 +27,7 @@ from medistill.errors import DataError, RecipeError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-MONUSEG = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "monuseg"
+MONUSEG = SHARED_DATA / "monuseg"
 
 
 def _random(size=(64, 64), seed=0) -> np.ndarray:

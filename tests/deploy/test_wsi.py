@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from medistill.deploy import predict_wsi
 from medistill.deploy import wsi as wsi_module
@@ -23,7 +24,7 @@ from medistill.engine import save_model
 from medistill.errors import CheckpointError, DataError
 from medistill.models import create_model
 
-SLIDE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SLIDE = (SHARED_DATA
          / "cmu1_small_region_wsi" / "CMU-1-Small-Region.svs").resolve()
 SLIDE_MPP = 0.499  # openslide.mpp-x of the slide; AppMag 20; 2220 x 2967 px, one level
 CLASSES = ["tumour", "stroma", "other"]
