@@ -352,3 +352,13 @@ def test_missing_section_figure_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="none.png"):
         write_report(tmp_path, results)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_role_aggregate_blocks_average_each_role():
+    from medistill.reports.report import Table, role_aggregate_blocks
+
+    runs = [{"role": "kd", "metrics": {"dice": {"value": v}}} for v in (0.5, 0.7)]
+    runs.append({"role": "teacher", "metrics": {"dice": {"value": 0.9}}})
+    table = next(b for b in role_aggregate_blocks(runs, [("dice", "DSC")]) if isinstance(b, Table))
+    assert table.headers == ["Role", "Seeds", "DSC"]
+    assert table.rows == [["kd", "2", "0.600 ± 0.141"], ["teacher", "1", "0.900"]]

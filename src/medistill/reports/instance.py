@@ -8,7 +8,6 @@ records carry ``metrics`` with ``aji``, ``pq``, ``dq``, ``sq``, ``f1``, ``voi_sp
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
         _text,
         fmt_params,
         fmt_sig,
+        role_aggregate_blocks,
     )
 
     rows = []
@@ -56,28 +56,9 @@ def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
     blocks: list[Any] = [Heading("Models"), Table(HEADERS, rows, frozenset(range(2, 14))),
                          Para("Means over test images with 95% bootstrap CIs. Higher is better "
                               "for AJI, PQ, DQ, SQ; lower for VOI and ARAND.", css="caption")]
-    by_role: dict[str, list[Mapping[str, Any]]] = {}
-    for r in runs:
-        by_role.setdefault(str(r.get("role")), []).append(r)
-    agg = []
-    for role, rs in by_role.items():
-        vals = [[finite(as_map(as_map(r.get("metrics")).get(k)).get("value")) for r in rs]
-                for k in AGG_METRICS]
-        agg.append([role, str(len(rs))] + [_mean_sd(v) for v in vals])
-    blocks += [Heading("Aggregate over seeds"),
-               Table(["Role", "Runs", "AJI", "PQ", "VOI split", "VOI merge", "ARAND"], agg,
-                     frozenset(range(1, 7))),
-               Para("Mean ± sample standard deviation (n-1) over seeds.", css="caption")]
+    headers = ["AJI", "PQ", "VOI split", "VOI merge", "ARAND"]
+    blocks += role_aggregate_blocks(runs, list(zip(AGG_METRICS, headers, strict=True)), "Runs")
     return blocks
-
-
-def _mean_sd(values: Sequence[float | None]) -> str:
-    v = [x for x in values if x is not None]
-    if not v:
-        return "–"
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
 
 
 def instance_sections(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

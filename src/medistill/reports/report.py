@@ -86,6 +86,23 @@ def fmt_ci(parts: tuple[float | None, ...], decimals: int = 3) -> str:
     return text
 
 
+def role_aggregate_blocks(runs: Sequence[Mapping[str, Any]],
+                          columns: Sequence[tuple[str, str]], count: str = "Seeds") -> list:
+    """"Aggregate over seeds": one row per role, mean ± sd of each ``(metric key, header)``."""
+    by_role: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by_role.setdefault(str(r.get("role")), []).append(r)
+    rows = []
+    for role, rs in by_role.items():
+        values = [[finite(as_map(as_map(r.get("metrics")).get(k)).get("value")) for r in rs]
+                  for k, _ in columns]
+        rows.append([role, str(len(rs))] + [fmt_mean_std(v) for v in values])
+    headers = ["Role", count] + [h for _, h in columns]
+    return [Heading("Aggregate over seeds"),
+            Table(headers, rows, frozenset(range(1, len(headers)))),
+            Para("Mean ± sample standard deviation (n-1) over seeds.", css="caption")]
+
+
 def fmt_mean_std(values: Sequence[float | None], decimals: int = 3) -> str:
     """Mean ± sample standard deviation (n-1) of the finite values; just the mean when n = 1."""
     vals = [v for v in values if v is not None]

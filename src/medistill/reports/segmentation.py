@@ -7,14 +7,13 @@ run records then carry ``metrics`` with ``dice``, ``iou``, ``voe``, ``rvd`` and 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
+from medistill.reports.plots import _figure_class, _png, as_map, metric_parts
 
 SEG_HEADERS = ("Name|Role|Model|Seed|Split|Cases|DSC (95% CI)|RVD (95% CI)|VOE (95% CI)|"
                "HD95 px (95% CI)|GFLOPs|Params|Latency (ms)").split("|")
@@ -40,6 +39,7 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
         _text,
         fmt_params,
         fmt_sig,
+        role_aggregate_blocks,
     )
 
     rows = []
@@ -57,20 +57,12 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
         "(signed); VOE: 1 - IoU; HD95: 95th-percentile Hausdorff distance in pixels of the "
         f"original images. {DASH} = not available.", css="caption"))
     # aggregate over seeds
-    by_role: dict[str, list[Mapping[str, Any]]] = {}
-    for r in runs:
-        by_role.setdefault(str(r.get("role")), []).append(r)
-    if any(len(v) > 1 for v in by_role.values()):
-        agg = []
-        for role, rs in by_role.items():
-            vals = {k: [finite(as_map(as_map(r.get("metrics")).get(k)).get("value")) for r in rs]
-                    for k in ("dice", "rvd", "voe", "hd95")}
-            agg.append([role, str(len(rs))] + [_mean_sd(vals[k]) for k in vals])
-        blocks += [Heading("Aggregate over seeds"),
-                   Table(["Role", "Seeds", "DSC (mean ± sd)", "RVD (mean ± sd)",
-                          "VOE (mean ± sd)", "HD95 (mean ± sd)"], agg,
-                         frozenset({1, 2, 3, 4, 5})),
-                   Para("Mean ± sample standard deviation (n-1) over seeds.", css="caption")]
+    roles = [str(r.get("role")) for r in runs]
+    if len(set(roles)) < len(roles):  # some role has several seeds
+        blocks += role_aggregate_blocks(runs, [("dice", "DSC (mean ± sd)"),
+                                               ("rvd", "RVD (mean ± sd)"),
+                                               ("voe", "VOE (mean ± sd)"),
+                                               ("hd95", "HD95 (mean ± sd)")])
     # per class
     classes = [c for r in runs for c in as_map(r.get("per_class"))]
     if classes:
@@ -85,15 +77,6 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
                    Table(["Name"] + [f"{c}: DSC / RVD" for c in names], pc_rows,
                          frozenset(range(1, len(names) + 1)))]
     return blocks
-
-
-def _mean_sd(values: Sequence[float | None]) -> str:
-    v = [x for x in values if x is not None]
-    if not v:
-        return "–"
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
