@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,73 +24,78 @@ def _fmt_ci(m: dict[str, float]) -> str:
     return f"{m['value']:.3f} ({m['low']:.3f}-{m['high']:.3f})"
 
 
-def print_table(runs: list[dict[str, Any]]) -> None:
-    """A plain-text results table on stdout."""
-    header = f"{'run':<28} {'mag':>7} {'input':>9} {'accuracy (95% CI)':>22} " \
-             f"{'macro F1 (95% CI)':>22} {'GFLOPs':>8} {'params':>9}"
+def _eff(r: dict[str, Any], key: str, default: float = float("nan")) -> float:
+    return r.get("efficiency", {}).get(key, default)
+
+
+#: a results-table column: (header, width (negative = left-aligned), cell of a run record)
+Column = tuple[str, int, Callable[[dict[str, Any]], str]]
+
+_NAME: Column = ("run", -22, lambda r: r["name"])
+_GFLOPS: Column = ("GFLOPs", 8, lambda r: f"{_eff(r, 'gflops'):.3f}")
+_MS: Column = ("ms", 7, lambda r: f"{_eff(r, 'latency_ms'):.1f}")
+
+CLASSIFICATION_COLUMNS: list[Column] = [
+    ("run", -28, lambda r: r["name"]),
+    ("mag", 7, lambda r: r.get("magnification", "")),
+    ("input", 9, lambda r: "x".join(str(s) for s in r.get("input_size", []))),
+    ("accuracy (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["accuracy"])),
+    ("macro F1 (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["macro_f1"])),
+    ("GFLOPs", 8, lambda r: f"{_eff(r, 'gflops'):.4f}"),
+    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.2f}M"),
+]
+SEGMENTATION_COLUMNS: list[Column] = [
+    _NAME,
+    ("cases", 5, lambda r: str(r.get("n", 0))),
+    ("DSC (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["dice"])),
+    ("RVD (95% CI)", 24, lambda r: _fmt_ci(r["metrics"]["rvd"])),
+    ("VOE", 6, lambda r: f"{r['metrics']['voe']['value']:.3f}"),
+    ("HD95", 7, lambda r: f"{r['metrics'].get('hd95', {}).get('value', float('nan')):.2f}"),
+    _GFLOPS,
+    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.2f}M"),
+    _MS,
+]
+WEAK_COLUMNS: list[Column] = [
+    _NAME,
+    ("images", 6, lambda r: str(r.get("n", 0))),
+    ("pixel F1 (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1"])),
+    ("F1 positives (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1_pos"])),
+    ("image AUC", 9, lambda r: f"{r['metrics']['image_auc']['value']:.3f}"),
+]
+INSTANCE_COLUMNS: list[Column] = [
+    _NAME,
+    ("images", 6, lambda r: str(r.get("n", 0))),
+    ("AJI (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["aji"])),
+    ("PQ (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pq"])),
+    ("VOI s/m", 11, lambda r: f"{r['metrics']['voi_split']['value']:>5.2f}/"
+                              f"{r['metrics']['voi_merge']['value']:<5.2f}"),
+    _GFLOPS,
+    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.3f}M"),
+    _MS,
+]
+
+
+def print_table(runs: list[dict[str, Any]], columns: list[Column] = CLASSIFICATION_COLUMNS
+                ) -> None:
+    """A plain-text results table on stdout (classification columns by default)."""
+    def fit(text: str, width: int) -> str:
+        return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+
+    header = " ".join(fit(h, w) for h, w, _ in columns)
     typer.echo(header)
     typer.echo("-" * len(header))
     for r in runs:
-        e = r.get("efficiency", {})
-        size = "x".join(str(s) for s in r.get("input_size", []))
-        typer.echo(
-            f"{r['name']:<28} {r.get('magnification', ''):>7} {size:>9} "
-            f"{_fmt_ci(r['metrics']['accuracy']):>22} {_fmt_ci(r['metrics']['macro_f1']):>22} "
-            f"{e.get('gflops', float('nan')):>8.4f} {e.get('params', 0) / 1e6:>8.2f}M"
-        )
-
-
-def print_seg_table(runs: list[dict[str, Any]]) -> None:
-    """A plain-text segmentation results table on stdout."""
-    header = f"{'run':<22} {'cases':>5} {'DSC (95% CI)':>22} {'RVD (95% CI)':>24} " \
-             f"{'VOE':>6} {'HD95':>7} {'GFLOPs':>8} {'params':>9} {'ms':>7}"
-    typer.echo(header)
-    typer.echo("-" * len(header))
-    for r in runs:
-        m, e = r["metrics"], r.get("efficiency", {})
-        typer.echo(
-            f"{r['name']:<22} {r.get('n', 0):>5} {_fmt_ci(m['dice']):>22} {_fmt_ci(m['rvd']):>24} "
-            f"{m['voe']['value']:>6.3f} {m.get('hd95', {}).get('value', float('nan')):>7.2f} "
-            f"{e.get('gflops', float('nan')):>8.3f} {e.get('params', 0) / 1e6:>8.2f}M "
-            f"{e.get('latency_ms', float('nan')):>7.1f}"
-        )
-
-
-def print_weak_table(runs: list[dict[str, Any]]) -> None:
-    """A plain-text weakly supervised segmentation table (pixel F1 / image AUC) on stdout."""
-    header = f"{'run':<22} {'images':>6} {'pixel F1 (95% CI)':>22} " \
-             f"{'F1 positives (95% CI)':>22} {'image AUC':>9}"
-    typer.echo(header)
-    typer.echo("-" * len(header))
-    for r in runs:
-        m = r["metrics"]
-        typer.echo(f"{r['name']:<22} {r.get('n', 0):>6} {_fmt_ci(m['pixel_f1']):>22} "
-                   f"{_fmt_ci(m['pixel_f1_pos']):>22} {m['image_auc']['value']:>9.3f}")
-
-
-def print_instance_table(runs: list[dict[str, Any]]) -> None:
-    """A plain-text instance-segmentation results table on stdout."""
-    header = f"{'run':<22} {'images':>6} {'AJI (95% CI)':>22} {'PQ (95% CI)':>22} " \
-             f"{'VOI s/m':>11} {'GFLOPs':>8} {'params':>9} {'ms':>7}"
-    typer.echo(header)
-    typer.echo("-" * len(header))
-    for r in runs:
-        m, e = r["metrics"], r.get("efficiency", {})
-        typer.echo(
-            f"{r['name']:<22} {r.get('n', 0):>6} {_fmt_ci(m['aji']):>22} {_fmt_ci(m['pq']):>22} "
-            f"{m['voi_split']['value']:>5.2f}/{m['voi_merge']['value']:<5.2f} "
-            f"{e.get('gflops', float('nan')):>8.3f} {e.get('params', 0) / 1e6:>8.3f}M "
-            f"{e.get('latency_ms', float('nan')):>7.1f}"
-        )
+        typer.echo(" ".join(fit(cell(r), w) for _, w, cell in columns))
 
 
 def _print_runs(runs: list[dict[str, Any]]) -> None:
-    if runs and "pixel_f1" in runs[0].get("metrics", {}):
-        print_weak_table(runs)
-    elif runs and "aji" in runs[0].get("metrics", {}):
-        print_instance_table(runs)
-    elif runs and "dice" in runs[0].get("metrics", {}):
-        print_seg_table(runs)
+    metrics = runs[0].get("metrics", {}) if runs else {}
+    if "pixel_f1" in metrics:
+        print_table(runs, WEAK_COLUMNS)
+    elif "aji" in metrics:
+        print_table(runs, INSTANCE_COLUMNS)
+    elif "dice" in metrics:
+        print_table(runs, SEGMENTATION_COLUMNS)
     else:
         print_table(runs)
 
@@ -212,7 +218,7 @@ def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Pat
                              mask_mode=cfg.mask_mode)
     res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples)
     record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split, **res}
-    print_weak_table([record])
+    print_table([record], WEAK_COLUMNS)
     if out:
         from medistill.engine.checkpoint import atomic_write_text
 
@@ -230,7 +236,7 @@ def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data
     res = evaluate_segmenter(model, meta, load_seg_split(cfg, split), n_resamples=n_resamples)
     record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split,
               "model": meta["model"]["name"], **res}
-    print_seg_table([record])
+    print_table([record], SEGMENTATION_COLUMNS)
     if out:
         from medistill.engine.checkpoint import atomic_write_text
         from medistill.reports import write_report

@@ -26,27 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from medistill.data.io import IMAGE_SUFFIXES, load_image
-from medistill.data.segmentation import SegItem
+from medistill.data.segmentation import SegItem, read_label_array
 from medistill.errors import DataError
 
 
 def _read_mask_array(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGB", "RGBA"):
-                raise DataError(f"label map {path} is a colour image; instance maps must hold "
-                                "one integer id per pixel")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read label map {path}: {e}") from None
-    if arr.ndim != 2:
-        raise DataError(f"label map {path} must be 2-D, got shape {arr.shape}")
-    return arr
+    return read_label_array(path, "label map", "instance maps must hold one integer id per "
+                                               "pixel")
 
 
 def load_instance_map(path: str | Path) -> np.ndarray:

@@ -56,22 +56,29 @@ class SegItem:
         return self.case or self.name
 
 
+def read_label_array(path: Path, kind: str, rule: str) -> np.ndarray:
+    """The 2-D integer array of a label image (mask or instance map) ``path``; a colour,
+    unreadable or non-2-D file is a :class:`DataError` naming it as ``kind`` (with ``rule``)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA"):
+                raise DataError(f"{kind} {path} is a colour image; {rule}")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read {kind} {path}: {e}") from None
+    if arr.ndim != 2:
+        raise DataError(f"{kind} {path} must be 2-D, got shape {arr.shape}")
+    return arr
+
+
 def load_mask(path: str | Path, mode: str = "index") -> np.ndarray:
     """An (H, W) uint8 index mask; ``mode="binary"`` maps non-zero to 1."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGB", "RGBA"):
-                raise DataError(f"mask {path} is a colour image; masks must be index images "
-                                "(one integer class per pixel)")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read mask {path}: {e}") from None
-    if arr.ndim != 2:
-        raise DataError(f"mask {path} must be 2-D, got shape {arr.shape}")
+    arr = read_label_array(path, "mask", "masks must be index images (one integer class per "
+                                         "pixel)")
     if mode == "binary":
         return (arr > 0).astype(np.uint8)
     if arr.max(initial=0) > 255 or arr.min(initial=0) < 0:
