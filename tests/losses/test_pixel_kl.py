@@ -1,4 +1,4 @@
-"""PixelKL against a hand-computed example, and the authors' view(-1, 2) defect."""
+"""PixelKL against a hand-computed example and the authors' view(-1, 2) + batchmean KL."""
 
 from __future__ import annotations
 
@@ -28,8 +28,17 @@ def test_per_pixel_kl_over_classes_times_t_squared():
     assert PixelKL(4.0)(s, t).item() == pytest.approx(manual.item(), rel=1e-6)
 
 
-def test_not_the_authors_view_minus_one_two_pairing():
-    """view(-1, 2) on NCHW pairs neighbouring pixels of one class map, not the two classes."""
+def _authors_kl(s: torch.Tensor, t: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """The authors' prediction_map_distillation after the projection: softmax over dim 1, then
+    ``view(-1, 2)`` and ``kl_div(..., reduction="batchmean") * T^2``."""
+    p = F.log_softmax(s / temperature, dim=1).reshape(-1, 2)
+    q = F.softmax(t / temperature, dim=1).reshape(-1, 2)
+    return F.kl_div(p, q, reduction="batchmean") * temperature ** 2
+
+
+def test_per_pixel_loop_reference_and_the_authors_view_for_two_classes():
+    """The authors' view(-1, 2) comes after the softmax, so it only sets the batchmean divisor
+    (N*K*H*W / 2 rows): for K = 2 that is the number of pixels and the values are equal."""
     torch.manual_seed(0)
     s, t = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
     ours = PixelKL(4.0)(s, t)
@@ -42,17 +51,18 @@ def test_not_the_authors_view_minus_one_two_pairing():
                 pt = torch.softmax(t[n, :, i, j] / 4, 0)
                 ref += float((pt * (pt.log() - ps.log())).sum())
     assert ours.item() == pytest.approx(ref / 32 * 16, rel=1e-5)
-    # the defect: softmax over pairs of neighbouring pixels gives another number
-    ls = F.log_softmax(s.reshape(-1, 2) / 4, 1)
-    lt = F.log_softmax(t.reshape(-1, 2) / 4, 1)
-    defect = (lt.exp() * (lt - ls)).sum(1).mean() * 16
-    assert abs(defect.item() - ours.item()) > 1e-3
-    # and it is invariant to swapping pixels within a class map only in our version's sense:
-    # permuting the pixels of both tensors the same way leaves the per-pixel KL unchanged
-    perm = torch.randperm(16)
-    s2 = s.flatten(2)[..., perm].reshape(s.shape)
-    t2 = t.flatten(2)[..., perm].reshape(t.shape)
-    assert PixelKL(4.0)(s2, t2).item() == pytest.approx(ours.item(), rel=1e-5)
+    assert ours.item() == pytest.approx(_authors_kl(s, t).item(), rel=1e-5)
+
+
+def test_the_authors_view_differs_for_three_classes():
+    """For K = 3 the authors' divisor is 1.5 x the pixel count: their value is 2/3 of the
+    per-pixel mean, which is what PixelKL keeps for every K (deliberate difference)."""
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    ours = PixelKL(4.0)(s, t)
+    authors = _authors_kl(s, t)
+    assert authors.item() == pytest.approx(2 / 3 * ours.item(), rel=1e-5)
+    assert abs(authors.item() - ours.item()) > 1e-3
 
 
 def test_zero_for_equal_logits_teacher_detached_and_shapes_checked():

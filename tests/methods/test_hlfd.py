@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medistill.errors import RecipeError
+from medistill.losses import AttentionTransfer, PixelKL
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
 from medistill.models import create_model
@@ -37,10 +39,51 @@ def test_each_run_logs_its_terms_and_the_weighted_total(run):
     expected = out["seg"] + 0.1 * out["pixel"] + 0.9 * out["feature"]
     expected = expected + out.get("upd_probe", 0.0)
     assert torch.allclose(out["loss"], expected)
-    if run == "hlfd":
-        assert torch.allclose(out["feature"], out["ufd"] + out["ifd"])
-        assert torch.allclose(out["pixel"], out["upd"] + out["ipd"])
+    if run == "hlfd":  # the authors' halves (train_kd.py, recursive_feedback_ours)
+        assert torch.allclose(out["feature"], 0.5 * out["ufd"] + 0.5 * out["ifd"])
+        assert torch.allclose(out["pixel"], 0.5 * out["upd"] + 0.5 * out["ipd"])
     assert method.deployable() is student
+
+
+def test_ifd_and_ipd_are_sums_over_layers_at_the_authors_sizes():
+    """IFD: sum over the student's middle encoder layers of AT(student resized to the teacher's
+    last encoder layer, sum over positions); IPD: sum over dec2..dec4 (the authors' d4, d3, d2);
+    UFD compared at the student's earliest layer's size."""
+    teacher, student = _pair()
+    method = SegmentationKD(teacher, student, PRESETS["hlfd"]).eval()
+    b = _batch()
+    out = method.training_step(b)
+    with torch.no_grad():
+        s, t = student.features(b["image"]), teacher.features(b["image"])
+    at_t = AttentionTransfer(4.0, "sum", resize="student")
+    ifd = sum(at_t(s[n], t["x4_0"]) for n in ("enc1", "enc2", "enc3"))
+    assert torch.allclose(out["ifd"], ifd, rtol=1e-5)
+    assert set(method.student_heads) == {"dec1", "dec2", "dec3", "dec4"}
+    kl = PixelKL(4.0)
+    ipd = sum(kl(F.interpolate(method.student_heads[n](s[n]), size=(32, 32), mode="bilinear",
+                               align_corners=False), t["logits"])
+              for n in ("dec2", "dec3", "dec4"))
+    assert torch.allclose(out["ipd"], ipd, rtol=1e-5)
+    mids = [t[n] for n in ("x1_0", "x2_0", "x3_0")]
+    unified = torch.cat([F.interpolate(m, size=mids[-1].shape[-2:], mode="bilinear",
+                                       align_corners=False) for m in mids], dim=1)
+    ufd = AttentionTransfer(4.0, "sum", resize="teacher")(s["enc0"], unified)
+    assert torch.allclose(out["ufd"], ufd, rtol=1e-5)
+
+
+def test_feature_terms_are_not_negligible_and_mean_reduction_is_hw_smaller():
+    """Sum over positions (the authors'): beta * feature is of the order of the segmentation
+    loss at initialisation. The mean-over-positions option divides UFD by the H*W of the
+    student's earliest layer (16 x 16 here) and IFD by that of the teacher's last encoder layer
+    (2 x 2 at this toy size; 8 x 8 at 128 px), i.e. practically switches them off."""
+    teacher, student = _pair()
+    b = _batch()
+    summed = SegmentationKD(teacher, student, PRESETS["hlfd"]).eval().training_step(b)
+    mean = SegmentationKD(teacher, student, PRESETS["hlfd"],
+                          at_reduction="mean").eval().training_step(b)
+    assert torch.allclose(summed["ufd"], 16 * 16 * mean["ufd"], rtol=1e-5)
+    assert torch.allclose(summed["ifd"], 2 * 2 * mean["ifd"], rtol=1e-5)
+    assert 0.9 * summed["feature"] > 0.5 * summed["seg"]
 
 
 def test_projections_are_trained_parameters_of_the_distiller():

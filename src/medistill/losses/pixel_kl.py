@@ -11,10 +11,15 @@ class PixelKL(nn.Module):
     """``T^2 * mean over pixels of KL(softmax(t / T) || softmax(s / T))`` over the CLASS dim.
 
     Shapes: student and teacher logits are (N, K, H, W) (K classes); the KL is taken per pixel
-    over dimension 1 (the classes) and averaged over the N*H*W pixels. (The HLFD authors'
-    code reshapes the NCHW tensor with ``view(-1, 2)``, which pairs neighbouring pixels instead
-    of the two classes; here each pixel's class distribution is compared.) The teacher logits
-    are treated as constants (detached).
+    over dimension 1 (the classes) and averaged over the N*H*W pixels. The teacher logits are
+    treated as constants (detached).
+
+    The HLFD authors' code takes the softmax over dimension 1 as well, then reshapes with
+    ``view(-1, 2)`` and uses ``kl_div(..., reduction="batchmean")``. The reshape does not
+    regroup the softmax (already taken); it only changes the divisor to the number of rows,
+    N*K*H*W / 2. For K = 2 that is N*H*W, so their value equals this one exactly; for K != 2 it
+    is ``2 / K`` times this per-pixel mean (and only defined when N*K*H*W is even). The
+    per-pixel mean is used for every K.
 
     Args:
         temperature: the softening temperature T (> 0), 4 in HLFD.

@@ -3,32 +3,49 @@
 
 The terms are named as in the paper (section 2.1 feature-level LFD, section 2.2 pixel-level
 LFD, then the multi-task loss). The paper's equation numbers could not be checked offline
-when this was written, so they are not quoted; the details follow the paper's text and the
-authors' code (see ``shared/papers/README.md``), without its two defects.
+when this was written, so they are not quoted; the details follow the paper's text and, where
+it is silent, the authors' code (``train_kd.py``, loss type ``recursive_feedback_ours``, and
+``utils/loss_functions.py``; see ``shared/papers/README.md``), without its defects.
 
-Total loss (multi-task loss): ``L = L_seg + lambda * L_pixel + beta * L_feature`` with
-lambda = 0.1, beta = 0.9 and ``L_seg = 0.5 * focal (gamma 2) + 0.5 * soft Dice``.
+Total loss (multi-task loss), with lambda = 0.1 and beta = 0.9::
 
-Feature level (FLFD, section 2.1), attention transfer (:class:`AttentionTransfer`, p = 4):
+    L = L_seg + lambda * L_pixel + beta * L_feature
+    L_feature = 0.5 * UFD + 0.5 * sum_{l in student middle layers} IFD_l
+    L_pixel   = 0.5 * UPD + 0.5 * sum_{l in student intermediate decoder outputs} IPD_l
+    L_seg     = 0.5 * focal (gamma 2, mean over pixels)
+                + 0.5 * soft Dice (foreground, pooled over the batch, smooth 1)
+
+(the 0.5 halves and the SUMS over layers are the authors'; :data:`TERM_WEIGHTS`). The
+segmentation loss is :class:`FocalDiceLoss`.
+
+Feature level (FLFD, section 2.1), attention transfer (:class:`AttentionTransfer`, p = 4),
+each term ``mean over the batch of sum over positions (a_s - a_t)^2`` of L2-normalised
+attention maps (the authors' reduction; beta = 0.9 is tuned for it: with a mean over positions
+the terms would be H*W times smaller and practically off):
 
 - ``ufd`` (UFD): the teacher's middle encoder layers are resized (bilinear) to the
   smallest of them, concatenated along the channels, and distilled into the student's EARLIEST
-  encoder layer;
+  encoder layer (compared at the student's size, as the authors do);
 - ``ifd`` (IFD): the teacher's last encoder layer is distilled into each intermediate
-  (middle) student encoder layer (mean over those layers).
+  (middle) student encoder layer, compared at the teacher's size (the student map is resized,
+  as in the authors' ``importance_maps_distillation``); the SUM over those layers.
 
-Pixel level (PLFD, section 2.2), per-pixel KL over the classes at T = 4, times T^2
-(:class:`PixelKL`):
+Pixel level (PLFD, section 2.2), per-pixel KL over the classes at T = 4, times T^2, mean over
+the pixels (:class:`PixelKL`; for 2 classes the authors' ``batchmean`` after ``view(-1, 2)``
+is the same number):
 
 - ``upd`` (UPD): the teacher's decoder maps, resized to the student's first decoder
   output and concatenated, pass through a 1x1 projection to class logits; the student's first
   decoder output passes through its own 1x1 projection; KL between the two;
-- ``ipd`` (IPD): the teacher's final output into each intermediate student prediction
-  (every decoder output but the last through its own 1x1 projection to class logits,
-  upsampled bilinearly to the output size; mean over those outputs).
+- ``ipd`` (IPD): the teacher's final output into each intermediate student prediction: every
+  decoder output after the first (UPD's) and before the last (the one the student's head
+  reads), through its own 1x1 projection to class logits, upsampled bilinearly to the output
+  size; the SUM over those outputs. (The authors' ResNet-18 U-Net has no full-size decoder
+  stage; their ``d4, d3, d2`` are our ``dec2, dec3, dec4`` at the same scales.)
 
 Baselines in the same class: ``logit`` (pixel KL between the final outputs, "logit KD") and
-``at`` (attention transfer between the paired encoder layers, deepest with deepest, mean).
+``at`` (attention transfer between the paired encoder layers, deepest with deepest, mean over
+the pairs, compared at the teacher's size), each with weight 1 inside its level.
 
 Every 1x1 projection is a parameter of THIS module, created once in ``__init__``, trained by
 the optimiser and saved in training checkpoints (the authors' code creates them inside the
@@ -49,6 +66,7 @@ from torch import nn
 
 from medistill.errors import RecipeError
 from medistill.losses import AttentionTransfer, FocalDiceLoss, PixelKL
+from medistill.losses.attention_transfer import Reduction
 from medistill.methods.base import freeze
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.segmenter import Segmenter
@@ -62,6 +80,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "logit_kd": ("logit",),
     "at": ("at",),
 }
+#: weight of each term inside its level sum (L_feature or L_pixel): the authors' HLFD halves
+TERM_WEIGHTS: dict[str, float] = {"ufd": 0.5, "ifd": 0.5, "upd": 0.5, "ipd": 0.5,
+                                  "at": 1.0, "logit": 1.0}
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -79,6 +100,9 @@ class SegmentationKD(SegmentationMethod):
         temperature: KL temperature T (4).
         p: attention-transfer exponent (4).
         pixel_weight, feature_weight: lambda (0.1) and beta (0.9).
+        focal_weight, dice_weight, gamma: the segmentation loss (0.5, 0.5, 2).
+        at_reduction: ``"sum"`` over positions (the authors', default) or ``"mean"`` (the
+            Zagoruyko-Komodakis reduction, H*W times smaller; for comparison only).
     """
 
     frozen_prefixes = ("teacher",)
@@ -87,7 +111,7 @@ class SegmentationKD(SegmentationMethod):
                  terms: Sequence[str] = PRESETS["hlfd"], temperature: float = 4.0,
                  p: float = 4.0, pixel_weight: float = 0.1, feature_weight: float = 0.9,
                  focal_weight: float = 0.5, dice_weight: float = 0.5, gamma: float = 2.0,
-                 threshold: float = 0.4) -> None:
+                 threshold: float = 0.4, at_reduction: Reduction = "sum") -> None:
         super().__init__()
         bad = [t for t in terms if t not in KD_TERMS]
         if bad or not terms:
@@ -104,7 +128,9 @@ class SegmentationKD(SegmentationMethod):
         self.threshold = threshold
         k = student.num_classes
         self.seg_loss = FocalDiceLoss(focal_weight, dice_weight, gamma)
-        self.at = AttentionTransfer(p)
+        # UFD compares at the student's size, IFD and AT at the teacher's (the authors' code)
+        self.at_student_size = AttentionTransfer(p, at_reduction, resize="teacher")
+        self.at_teacher_size = AttentionTransfer(p, at_reduction, resize="student")
         self.kl = PixelKL(temperature)
         self.weights = (float(pixel_weight), float(feature_weight))
         # 1x1 projections: trained parameters of the distiller (never of the loss)
@@ -112,7 +138,7 @@ class SegmentationKD(SegmentationMethod):
         if "upd" in self.terms:
             heads.append(student.decoder_taps[0])
         if "ipd" in self.terms:
-            heads += [t for t in student.decoder_taps[:-1] if t not in heads]
+            heads += [t for t in self._ipd_taps() if t not in heads]
         self.student_heads = nn.ModuleDict(
             {t: nn.Conv2d(student.tap_channels[t], k, 1) for t in heads})
         self.teacher_projection: nn.Module | None = None
@@ -125,16 +151,16 @@ class SegmentationKD(SegmentationMethod):
         mids = [t[n] for n in self.teacher.middle]
         size = min((m.shape[-2:] for m in mids), key=lambda hw: hw[0] * hw[1])
         unified = torch.cat([_resize(m, size) for m in mids], dim=1)
-        return self.at(s[self.student.early], unified)
+        return self.at_student_size(s[self.student.early], unified)
 
     def _ifd(self, s: dict, t: dict) -> torch.Tensor:
         final = t[self.teacher.final]
-        return torch.stack([self.at(s[n], final) for n in self.student.middle]).mean()
+        return torch.stack([self.at_teacher_size(s[n], final) for n in self.student.middle]).sum()
 
     def _at(self, s: dict, t: dict) -> torch.Tensor:
         pairs = list(zip(reversed(self.student.encoder_taps), reversed(self.teacher.encoder_taps),
                          strict=False))
-        return torch.stack([self.at(s[a], t[b]) for a, b in pairs]).mean()
+        return torch.stack([self.at_teacher_size(s[a], t[b]) for a, b in pairs]).mean()
 
     def _upd(self, s: dict, t: dict, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.student.decoder_taps[0]
@@ -145,11 +171,17 @@ class SegmentationKD(SegmentationMethod):
         probe = self.seg_loss(_resize(t_logits, mask.shape[-2:]), mask)
         return self.kl(self.student_heads[first](s[first]), t_logits.detach()), probe
 
+    def _ipd_taps(self) -> tuple[str, ...]:
+        taps = self.student.decoder_taps[1:-1]
+        if not taps:
+            raise RecipeError("IPD needs a student with at least 3 decoder outputs")
+        return taps
+
     def _ipd(self, s: dict, t: dict) -> torch.Tensor:
         target = t["logits"]
         terms = [self.kl(_resize(self.student_heads[n](s[n]), target.shape[-2:]), target)
-                 for n in self.student.decoder_taps[:-1]]
-        return torch.stack(terms).mean()
+                 for n in self._ipd_taps()]
+        return torch.stack(terms).sum()
 
     # -- the method ---------------------------------------------------------------------------
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -171,8 +203,8 @@ class SegmentationKD(SegmentationMethod):
             out["ipd"] = self._ipd(s, t)
         if "logit" in self.terms:
             out["logit"] = self.kl(s["logits"], t["logits"])
-        out["pixel"] = sum((out[k] for k in PIXEL_TERMS if k in out), zero)
-        out["feature"] = sum((out[k] for k in FEATURE_TERMS if k in out), zero)
+        out["pixel"] = sum((TERM_WEIGHTS[k] * out[k] for k in PIXEL_TERMS if k in out), zero)
+        out["feature"] = sum((TERM_WEIGHTS[k] * out[k] for k in FEATURE_TERMS if k in out), zero)
         pixel_w, feature_w = self.weights
         out["loss"] = (out["seg"] + pixel_w * out["pixel"] + feature_w * out["feature"]
                        + out.get("upd_probe", zero))

@@ -48,6 +48,8 @@ class HLFDConfig(StrictModel):
     focal_weight: float = Field(0.5, ge=0)
     dice_weight: float = Field(0.5, ge=0)
     gamma: float = Field(2.0, ge=0)
+    at_reduction: Literal["sum", "mean"] = Field(
+        "sum", description="attention transfer over positions: sum (the authors') or mean")
 
 
 class SegEvalConfig(EvalConfig):
@@ -158,7 +160,7 @@ class SegmentationPipeline(Pipeline):
         teacher, _ = load_model(teacher_path)
         return SegmentationKD(teacher, student, PRESETS[run], k.temperature, k.p,
                               k.pixel_weight, k.feature_weight, k.focal_weight, k.dice_weight,
-                              k.gamma, r.eval.threshold)
+                              k.gamma, r.eval.threshold, k.at_reduction)
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -214,10 +216,13 @@ def _notes(r: HLFDRecipe, n_train: int, n_val: int, n_test: int) -> list[str]:
         f"{n_train} training, {n_val} validation and {n_test} evaluation images; inputs "
         f"resized to {r.data.image_size} px; metrics against the original-size masks "
         "(logits resized back bilinearly).",
-        f"Segmentation loss {k.focal_weight} x focal (gamma {k.gamma}) + {k.dice_weight} x "
-        f"soft Dice. KD: L = L_seg + {k.pixel_weight} x pixel + {k.feature_weight} x feature; "
-        f"pixel terms are KL per pixel over the classes at T = {k.temperature} (x T^2), "
-        f"feature terms attention transfer (p = {k.p}).",
+        f"Segmentation loss {k.focal_weight} x focal (gamma {k.gamma}, mean over pixels) + "
+        f"{k.dice_weight} x soft Dice (foreground classes, pooled over the batch, smooth 1). "
+        f"KD: L = L_seg + {k.pixel_weight} x pixel + {k.feature_weight} x feature; HLFD: "
+        "feature = 0.5 UFD + 0.5 sum of IFD terms, pixel = 0.5 UPD + 0.5 sum of IPD terms; "
+        f"pixel terms are KL per pixel over the classes at T = {k.temperature} (x T^2, mean "
+        f"over pixels), feature terms attention transfer (p = {k.p}, {k.at_reduction} over "
+        "positions, mean over the batch).",
         f"Binary masks: foreground probability > {r.eval.threshold}; more classes: argmax. "
         "DSC, VOE and HD95 (pixels) per case, RVD = predicted / true area - 1 (signed); "
         "undefined cases (empty truth) are left out of the means.",
