@@ -105,6 +105,7 @@ def test_teacher_checkpoint_of_other_classes_is_rejected(full_run, data_root, tm
 @pytest.mark.parametrize(("override", "message"), [
     ("runs=[fitnets]", "runs.0"),
     ("kd.temperature=0", "kd.temperature"),
+    ("kd.at_reduction=batchmean", "kd.at_reduction"),
     ("data.image_size=2", "data.image_size"),
     ("train.select_metric=dsc", "train.select_metric"),
 ])
