@@ -54,11 +54,9 @@ def naive_metrics(y_true: list[int], y_pred: list[int], c: int) -> dict[str, flo
         fp = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a != k and b == k)
         fn = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a == k and b != k)
         tn = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a != k and b != k)
-        if tp + fp:
-            prec.append(tp / (tp + fp))
-        if tp + fn:
-            rec.append(tp / (tp + fn))
-        if tp + fp + fn:
+        if tp + fp + fn:  # in play (present or predicted); 0/0 counts as 0
+            prec.append(tp / (tp + fp) if tp + fp else 0.0)
+            rec.append(tp / (tp + fn) if tp + fn else 0.0)
             f1.append(2 * tp / (2 * tp + fp + fn))
         ovr.append((tp + tn) / n)
     return {
@@ -114,12 +112,39 @@ def test_class_absent_from_both_is_excluded() -> None:
     assert m["ovr_accuracy"] == pytest.approx((3 / 5 + 3 / 5 + 1) / 3)
 
 
-def test_class_never_predicted_excluded_from_precision_only() -> None:
+def test_class_never_predicted_counts_as_zero_precision() -> None:
     cm = np.array([[2, 0, 0], [0, 1, 0], [1, 0, 0]])
     m = metrics_from_confusion(cm)
-    assert m["macro_precision"] == pytest.approx((2 / 3 + 1) / 2)  # class 2: 0/0 excluded
+    assert m["macro_precision"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # class 2: 0/0 -> 0
     assert m["macro_recall"] == pytest.approx((1 + 1 + 0) / 3)  # class 2 recall 0/1 = 0
     assert m["macro_f1"] == pytest.approx((4 / 5 + 1 + 0) / 3)  # class 2 F1 0/1 = 0
+
+
+def test_two_never_predicted_classes_halve_macro_precision() -> None:
+    """Issue #12's toy case, by hand (scikit-learn's zero_division=0 gives the same).
+
+    rows = true, cols = predicted; classes 2 and 3 are present but never predicted.
+    precision: 4/5, 1/3, 0/0 -> 0, 0/0 -> 0 -> (4/5 + 1/3) / 4 = 17/60 = 0.283
+    (the old NaN-mean over the predicted classes gave (4/5 + 1/3) / 2 = 0.567).
+    recall: 4/4, 1/1, 0/1, 0/2 -> 2/4; F1: 8/9, 2/4, 0, 0 -> (8/9 + 1/2) / 4 = 25/72.
+    """
+    cm = np.array([[4, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]])
+    m = metrics_from_confusion(cm)
+    assert m["macro_precision"] == pytest.approx(17 / 60)
+    assert m["macro_precision"] != pytest.approx(17 / 30)
+    assert m["macro_recall"] == pytest.approx(1 / 2)
+    assert m["macro_f1"] == pytest.approx(25 / 72)
+    t, p = labels_from_cm(cm)
+    rep = classification_report(t, p, 4, n_resamples=0)["metrics"]
+    assert rep["macro_precision"]["value"] == pytest.approx(17 / 60)
+
+
+def test_class_predicted_but_absent_counts_as_zero_recall() -> None:
+    # class 1 never occurs but is predicted once: recall 0/0 -> 0 (the NaN-mean gave 1/2)
+    m = metrics_from_confusion(np.array([[1, 1], [0, 0]]))
+    assert m["macro_recall"] == pytest.approx((1 / 2 + 0) / 2)
+    assert m["macro_precision"] == pytest.approx((1 + 0) / 2)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
 
 
 def test_no_defined_class_gives_zero() -> None:

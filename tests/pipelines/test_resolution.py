@@ -32,7 +32,7 @@ def tiny_recipe(*extra: str, root: Path | None = None):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    aux = f"aux_data=[{{format: images, root: '{demo_data_root() / 'val'}'}}]"
+    aux = f"aux_data=[{{format: images, root: '{demo_data_root() / 'train'}'}}]"
     recipe = tiny_recipe("runs=[baseline, kd, kd_aux]", aux)
     return out, run_recipe(recipe, out, progress=False)
 
@@ -156,3 +156,25 @@ def test_cached_teacher_trains_the_same_student(tmp_path, single_thread):
 def test_teacher_cache_refuses_augmented_views():
     with pytest.raises(RecipeError, match="cache_teacher needs augment.enabled: false"):
         tiny_recipe("kd.cache_teacher=memory")
+
+
+def test_aux_pool_leaves_out_the_validation_and_test_images(tmp_path):
+    """The validation split picks the distilled student's epoch: its images must not be
+    distilled on, even unlabeled (issue #12); test images neither. Opt back in by a flag."""
+    from medistill.pipelines.resolution import ResolutionPipeline
+
+    root = demo_data_root()
+    aux = (f"aux_data=[{{format: csv, root: '{root}', csv: labels.csv, "
+           "use_splits: [train, val, test]}]")
+    pipe = ResolutionPipeline(tiny_recipe(aux, "runs=[kd_aux]"), tmp_path)
+    pipe._load_data()
+    held_out = {s.path for s in pipe.val_samples.samples + pipe.test_samples.samples}
+    assert len(pipe.aux_samples.samples) == 160 and pipe.aux_dropped == 84
+    assert not held_out & {s.path for s in pipe.aux_samples.samples}
+    keep = ResolutionPipeline(tiny_recipe(aux, "runs=[kd_aux]", "aux_keep_eval_images=true"),
+                              tmp_path)
+    keep._load_data()
+    assert len(keep.aux_samples.samples) == 244 and keep.aux_dropped == 0
+    only_val = f"aux_data=[{{format: images, root: '{root / 'val'}'}}]"
+    with pytest.raises(RecipeError, match="validation or test"):
+        ResolutionPipeline(tiny_recipe(only_val, "runs=[kd_aux]"), tmp_path)._load_data()

@@ -102,9 +102,12 @@ def metrics_from_confusion(cm: ArrayLike) -> dict[str, Any]:
 
     - ``accuracy`` = trace / N.
     - ``macro_precision``, ``macro_recall``, ``macro_f1``: macro means of the per-class
-      ``tp/(tp+fp)``, ``tp/(tp+fn)`` and ``2tp/(2tp+fp+fn)``. A per-class value that is 0/0
-      (class never predicted, never present, or absent from both) is *undefined* and excluded
-      from the mean (NaN-mean over the defined classes). If no class is defined the result is 0.
+      ``tp/(tp+fp)``, ``tp/(tp+fn)`` and ``2tp/(2tp+fp+fn)`` over the classes *in play*: those
+      present in the truth or in the predictions (scikit-learn's default label set). A 0/0 of
+      a class in play counts as 0 (scikit-learn's ``zero_division=0``, as the authors' code):
+      a class that is never predicted has precision 0, one predicted but never present has
+      recall 0, so a model that ignores classes is not rewarded for it. A class absent from
+      both is left out of the mean. If no class is in play the result is 0.
     - ``ovr_accuracy``: one-vs-rest macro accuracy, mean over all classes of
       ``(tp_c + tn_c) / N`` with ``tn_c = N - tp_c - fp_c - fn_c``.
 
@@ -132,9 +135,11 @@ def metrics_from_confusion(cm: ArrayLike) -> dict[str, Any]:
     nc = n[:, None]
     tn = nc - tp - fp - fn
 
-    precision = _safe_div(tp, pred_tot)
-    recall = _safe_div(tp, true_tot)
-    f1 = _safe_div(2.0 * tp, 2.0 * tp + fp + fn)
+    # classes in play: 0/0 -> 0; classes absent from truth and predictions: NaN (left out)
+    out_of_play = np.where(true_tot + pred_tot > 0, 0.0, np.nan)
+    precision = np.nan_to_num(_safe_div(tp, pred_tot)) + out_of_play
+    recall = np.nan_to_num(_safe_div(tp, true_tot)) + out_of_play
+    f1 = np.nan_to_num(_safe_div(2.0 * tp, 2.0 * tp + fp + fn)) + out_of_play
     zeros = np.zeros_like(n)
     accuracy = np.divide(tp.sum(axis=-1), n, out=zeros.copy(), where=n > 0)
     ovr = np.divide(tp + tn, nc, out=np.zeros_like(tp), where=nc > 0).mean(axis=-1)

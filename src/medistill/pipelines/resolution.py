@@ -73,6 +73,8 @@ class ResolutionRecipe(StagedRecipe):
     student_mpps: list[float] | None = Field(None, description="instead of student_factors")
     upsample_student: bool = Field(False, description="resize student views back up")
     runs: list[Literal["baseline", "kd", "kd_aux"]] = ["baseline", "kd", "kd_aux"]
+    aux_keep_eval_images: bool = Field(
+        False, description="keep validation/test images in the aux pool (default: dropped)")
     seeds: list[int] = Field([0], min_length=1)
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
@@ -106,6 +108,17 @@ class ResolutionRecipe(StagedRecipe):
 
 
 
+def _without(aux: list, *held_out: SampleList) -> tuple[list, int]:
+    """``aux`` minus the images of ``held_out`` (same file), and how many were dropped.
+
+    The validation split selects the distilled student's epoch and the test split measures it;
+    distilling on their images (even unlabeled) would tune the student on them (issue #12).
+    """
+    seen = {Path(s.path).resolve() for split in held_out for s in split.samples}
+    kept = [s for s in aux if Path(s.path).resolve() not in seen]
+    return kept, len(aux) - len(kept)
+
+
 def _magnification(factor: float) -> str:
     return "1x" if factor == 1 else f"1/{factor:g}x"
 
@@ -131,6 +144,13 @@ class ResolutionPipeline(Pipeline):
         for cfg in r.aux_data:
             for split in cfg.use_splits:
                 aux += load_split(cfg, split, labeled=False).samples
+        self.aux_dropped = 0
+        if not r.aux_keep_eval_images:
+            aux, self.aux_dropped = _without(aux, self.val_samples, self.test_samples)
+            if r.aux_data and not aux and "kd_aux" in r.runs:
+                raise RecipeError("aux_data: every auxiliary image is a validation or test "
+                                  "image (dropped from the pool); add other images or set "
+                                  "aux_keep_eval_images: true")
         self.aux_samples = SampleList(aux, [])
 
     def _meta(self, spec: ModelConfig, factor: float, upsample: bool = False) -> dict[str, Any]:
@@ -240,7 +260,7 @@ class ResolutionPipeline(Pipeline):
             "classes": self.classes,
             "runs": runs,
             "notes": _notes(r, len(self.train_samples.samples), len(self.aux_samples.samples),
-                            len(self.test_samples.samples)),
+                            len(self.test_samples.samples), self.aux_dropped),
             "config": json.loads(r.model_dump_json()),
         }
         return self.finish(results)
@@ -256,10 +276,13 @@ def _summary(r: ResolutionRecipe) -> str:
     )
 
 
-def _notes(r: ResolutionRecipe, n_train: int, n_aux: int, n_test: int) -> list[str]:
+def _notes(r: ResolutionRecipe, n_train: int, n_aux: int, n_test: int,
+           n_dropped: int = 0) -> list[str]:
+    dropped = (f" ({n_dropped} validation/test images left out of the pool)" if n_dropped
+               else "")
     notes = [
         f"{n_train} labelled training images, {n_test} evaluation images"
-        + (f", {n_aux} unlabeled auxiliary images." if n_aux else "."),
+        + (f", {n_aux} unlabeled auxiliary images{dropped}." if n_aux else "."),
         "Low-resolution views are made from the original image with a Lanczos filter "
         "(no composed downsamplings).",
         f"KD loss = {r.kd.soft_weight} x soft KL (T={r.kd.temperature}, x T^2) + "

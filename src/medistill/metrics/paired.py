@@ -1,0 +1,142 @@
+"""Paired comparison of two classifiers on the same test images.
+
+Two models evaluated on the same images are not independent samples: an image that is hard for
+one is usually hard for the other. Comparing their two separate bootstrap intervals (do they
+overlap?) throws that pairing away and is far too conservative. :func:`paired_bootstrap`
+resamples the *images* once and recomputes both models' metrics on every resample, so the
+interval is that of the difference itself (``model - reference``, e.g. KD minus baseline).
+
+:func:`over_seeds` summarises the per-seed differences of repeated runs (mean, sample sd, how
+many seeds are positive and how many have an interval that excludes 0), and :func:`verdict`
+turns one interval into the sentence a report may print: "beats" only when the whole interval
+is above 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from medistill.errors import DataError
+from medistill.metrics.classification import (
+    _MAX_CHUNK_ELEMENTS,
+    METRIC_NAMES,
+    _check_inputs,
+    bootstrap_confusion_matrices,
+    metrics_from_confusion,
+)
+
+#: the metrics compared by default
+PAIRED_METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
+
+
+def paired_bootstrap(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    y_pred_ref: ArrayLike,
+    num_classes: int,
+    metrics: Sequence[str] = PAIRED_METRICS,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile-bootstrap CI of ``metric(y_pred) - metric(y_pred_ref)`` over the same images.
+
+    Resample ``b`` draws ``n`` image indices with replacement (row ``b`` of
+    ``np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))``, drawn in chunks:
+    the same resamples :func:`~medistill.metrics.classification_report` uses with that seed)
+    and both models are scored on those same images; the interval is the ``(1 -/+ confidence)
+    / 2`` percentile pair of the differences. Vectorised: one ``np.bincount`` per chunk and
+    model. ``n_resamples=0`` gives ``low == high == value``.
+
+    Returns ``{"metrics": {name: {"value", "low", "high", "model", "reference",
+    "p_not_better"}}, "n", "n_resamples", "seed", "confidence"}``: ``value`` is the observed
+    difference, ``model`` / ``reference`` the two observed metrics, ``p_not_better`` the share
+    of resamples whose difference is <= 0 (a one-sided bootstrap p-value).
+    """
+    t, p = _check_inputs(y_true, y_pred, num_classes)
+    _, q = _check_inputs(y_true, y_pred_ref, num_classes)
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
+        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
+    if n_resamples < 0:
+        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    names = list(metrics)
+    unknown = [m for m in names if m not in METRIC_NAMES]
+    if unknown or not names:
+        raise DataError(f"unknown metric {unknown[0] if unknown else None!r}; choose from "
+                        f"{', '.join(METRIC_NAMES)}")
+
+    c, n = int(num_classes), t.shape[0]
+    full = np.arange(n)[None]
+    point_a = metrics_from_confusion(bootstrap_confusion_matrices(t, p, c, full))
+    point_b = metrics_from_confusion(bootstrap_confusion_matrices(t, q, c, full))
+    out: dict[str, dict[str, float]] = {}
+    for m in names:
+        a, b = float(point_a[m][0]), float(point_b[m][0])
+        out[m] = {"value": a - b, "low": a - b, "high": a - b, "model": a, "reference": b,
+                  "p_not_better": float(a - b <= 0)}
+    if n_resamples > 0:
+        rng = np.random.default_rng(seed)
+        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
+        diffs: dict[str, list[np.ndarray]] = {m: [] for m in names}
+        done = 0
+        while done < n_resamples:
+            size = min(chunk, int(n_resamples) - done)
+            idx = rng.integers(0, n, size=(size, n))
+            ma = metrics_from_confusion(bootstrap_confusion_matrices(t, p, c, idx))
+            mb = metrics_from_confusion(bootstrap_confusion_matrices(t, q, c, idx))
+            for m in names:
+                diffs[m].append(ma[m] - mb[m])
+            done += size
+        alpha = 1.0 - float(confidence)
+        pct = [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)]
+        for m in names:
+            d = np.concatenate(diffs[m])
+            low, high = np.percentile(d, pct)
+            out[m].update(low=float(low), high=float(high), p_not_better=float(np.mean(d <= 0)))
+    return {"metrics": out, "n": int(n), "n_resamples": int(n_resamples), "seed": int(seed),
+            "confidence": float(confidence)}
+
+
+def over_seeds(per_seed: Sequence[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
+    """Mean and sample sd (n - 1) of one metric's paired difference over seeds.
+
+    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts). Also counts
+    the seeds whose difference is > 0 and those whose interval excludes 0 (above or below).
+    ``sd`` is None for a single seed.
+    """
+    rows = [r["metrics"][metric] if "metrics" in r else r[metric] for r in per_seed]
+    if not rows:
+        raise DataError("over_seeds needs at least one paired comparison")
+    values = np.array([r["value"] for r in rows], dtype=np.float64)
+    return {
+        "metric": metric,
+        "n_seeds": len(rows),
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if len(rows) > 1 else None,
+        "n_positive": int((values > 0).sum()),
+        "n_ci_above_zero": sum(r["low"] > 0 for r in rows),
+        "n_ci_below_zero": sum(r["high"] < 0 for r in rows),
+    }
+
+
+def verdict(diff: dict[str, float], model: str = "KD", reference: str = "the baseline",
+            metric: str = "accuracy") -> str:
+    """One line that follows from the interval of ``diff`` (one metric of
+    :func:`paired_bootstrap`), in percentage points: "beats" / "is worse than" only when the
+    interval excludes 0, otherwise "no significant difference"."""
+    value, low, high = (100.0 * diff[k] for k in ("value", "low", "high"))
+    if not all(math.isfinite(x) for x in (value, low, high)):
+        return f"{model} vs {reference}: {metric} difference not available"
+    ci = f"{value:+.1f} points [{low:+.1f}, {high:+.1f}] {metric}"
+    if low > 0:
+        return f"{model} beats {reference}: {ci}"
+    if high < 0:
+        return f"{model} is worse than {reference}: {ci}"
+    return f"no significant difference between {model} and {reference}: {ci} (the CI includes 0)"
