@@ -74,7 +74,8 @@ class FusionConfig(StrictModel):
     bce_weight: float = Field(1.0, ge=0)
     wce_weight: float = Field(1.0, ge=0, description="lambda of the weighted CE regulariser")
     wce_gamma: float = Field(1.0, ge=0, description="agreement weight (1 - |t - s|)^gamma")
-    mil_weight: float = Field(0.0, ge=0, description="image-label MIL loss on the student")
+    mil_weight: float = Field(0.0, ge=0, description="image-label MIL loss (as mil.*) on the "
+                                                     "student; summed Dice scales with batch")
 
 
 class WeakEvalConfig(StrictModel):
