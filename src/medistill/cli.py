@@ -60,6 +60,7 @@ WEAK_COLUMNS: list[Column] = [
     ("images", 6, lambda r: str(r.get("n", 0))),
     ("pixel F1 (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1"])),
     ("F1 positives (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1_pos"])),
+    ("tumour F1, all", 14, lambda r: f"{r['metrics']['pixel_f1_positive']['value']:.3f}"),
     ("image AUC", 9, lambda r: f"{r['metrics']['image_auc']['value']:.3f}"),
 ]
 INSTANCE_COLUMNS: list[Column] = [
@@ -216,7 +217,9 @@ def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Pat
     norm = meta["normalization"]
     dataset = WeakSegDataset(items, labels, 2, meta["image_size"], norm["mean"], norm["std"],
                              mask_mode=cfg.mask_mode)
-    res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples)
+    # model files from before sigma_at existed were smoothed in original pixels
+    res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples,
+                        sigma_at=meta.get("sigma_at", "original"))
     record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split, **res}
     print_table([record], WEAK_COLUMNS)
     if out:

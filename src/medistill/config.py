@@ -36,7 +36,7 @@ class TrainConfig(StrictModel):
     select_metric: Literal[
         "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
         "dice", "iou",  # segmentation methods' validation scores
-        "pixel_f1", "pixel_f1_pos", "image_auc",  # weakly supervised segmentation
+        "pixel_f1", "pixel_f1_pos", "pixel_f1_positive", "image_auc",  # weakly supervised
 
         "aji", "pq",  # instance segmentation methods' validation scores
     ] = "macro_f1"

@@ -1,11 +1,18 @@
-"""MIL pooling loss, fusion KD and the agreement-weighted soft cross-entropy (issue #6)."""
+"""MIL losses (the authors' mask Dice, pooled BCE), fusion KD and the agreement-weighted soft
+cross-entropy (issues #6, #12)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILPoolingLoss, mil_pool
+from medistill.losses import (
+    AgreementWeightedBCE,
+    FusionKDLoss,
+    MILDiceLoss,
+    MILPoolingLoss,
+    mil_pool,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -39,6 +46,47 @@ def test_mil_loss_wants_a_positive_pixel_in_positive_images_and_none_in_negative
                                          + float(loss([all_low], pos))) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         MILPoolingLoss("max")
+
+
+def test_mil_dice_is_the_authors_per_image_dice_to_the_label_as_a_full_mask():
+    """Hand-computed: DiceLoss(smooth=1) of the authors' train.py, per image, target = the
+    image label expanded to the map; a negative image scores the inverted map against ones."""
+    pos = torch.tensor([[1.0, 1.0], [0.0, 0.5]]).reshape(1, 1, 2, 2)  # sum 2.5, N = 4
+    neg = torch.tensor([[0.25, 0.0], [0.0, 0.0]]).reshape(1, 1, 2, 2)  # 1 - p sums to 3.75
+    d_pos = 1 - (2 * 2.5 + 1) / (2.5 + 4 + 1)  # = 0.2
+    d_neg = 1 - (2 * 3.75 + 1) / (3.75 + 4 + 1)  # = 1 / 35
+    loss = MILDiceLoss()
+    y = torch.tensor([1.0, 0.0])
+    batch = torch.cat([pos, neg])
+    assert float(loss.per_image(batch, y)[0]) == pytest.approx(d_pos, abs=1e-6)
+    assert float(loss.per_image(batch, y)[1]) == pytest.approx(d_neg, abs=1e-6)
+    # summed over the images and over the maps (sides + fused), as the authors' loss1+..+lossf
+    side = torch.full_like(batch, 0.5)  # d = 1 - 5 / 7 on either label
+    assert float(loss([batch, side], y)) == pytest.approx(d_pos + d_neg + 2 * (2 / 7),
+                                                          abs=1e-5)
+    # per image, not pooled over the batch: one batch-wide Dice would give another number
+    pooled = 1 - (2 * (2.5 + 3.75) + 1) / (2.5 + 3.75 + 8 + 1)
+    assert float(loss([batch], y)) != pytest.approx(pooled, abs=1e-3)
+    # our options: the mean over images x maps, and a weight on positive images
+    mean = MILDiceLoss(reduction="mean")
+    assert float(mean([batch, side], y)) == pytest.approx(float(loss([batch, side], y)) / 4)
+    weighted = MILDiceLoss(pos_weight=3.0)
+    assert float(weighted([batch], y)) == pytest.approx(3 * d_pos + d_neg, abs=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        MILDiceLoss(reduction="max")
+
+
+def test_mil_dice_prefers_a_diffuse_map_where_pooled_bce_prefers_a_focal_one():
+    """Why the objective matters: on a tumour image the pooled BCE (LSE) is satisfied by one
+    confident pixel, the authors' Dice asks for the whole map."""
+    focal, diffuse = _map(0.001, hot=0.999), _map(0.6)
+    y = torch.tensor([1.0])
+    lse, dice = MILPoolingLoss("lse", r=4.0), MILDiceLoss()
+    assert float(lse([focal], y)) < float(lse([diffuse], y))
+    assert float(dice([diffuse], y)) < float(dice([focal], y))
+    # on a normal image both want the map empty
+    assert float(dice([_map(0.001)], torch.tensor([0.0]))) < float(
+        dice([diffuse], torch.tensor([0.0])))
 
 
 def test_weighted_ce_targets_the_soft_teacher_probability_not_its_integer_cast():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medistill.errors import RecipeError
+from medistill.losses import MILDiceLoss
 from medistill.methods import FusionKD, MILTraining, decide_swap
 from medistill.models import create_model
 from medistill.pipelines.role_reversal import IterativeFusion
@@ -30,6 +31,7 @@ def _batch() -> dict:
 
 def test_mil_training_reads_image_labels_only():
     method = MILTraining(_model(0))
+    assert isinstance(method.mil, MILDiceLoss)  # the authors' objective by default (issue #12)
     batch = _batch()
     batch["mask"] = None  # masks are never read in training
     out = method.training_step(batch)

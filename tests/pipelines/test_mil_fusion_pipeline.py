@@ -13,7 +13,9 @@ from weak_fixtures import write_weak_dataset
 from medistill.cli import app
 from medistill.data.weak import WeakSegDataset
 from medistill.errors import DataError, RecipeError
+from medistill.losses import MILDiceLoss, MILPoolingLoss
 from medistill.pipelines import load_recipe, run_recipe
+from medistill.pipelines.mil_fusion import MILFusionPipeline
 from medistill.pipelines.weak_data import load_weak_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,9 +120,16 @@ def test_pipeline_writes_runs_rounds_and_report(full_run):
     assert roles == ["mil_teacher", "fusion_kd", "ikd"]
     for r in results["runs"]:
         m = r["metrics"]
-        for key in ("pixel_f1", "pixel_f1_pos", "pixel_f1_neg", "iou", "image_auc"):
+        for key in ("pixel_f1", "pixel_f1_pos", "pixel_f1_neg", "pixel_f1_positive",
+                    "neg_clean", "iou", "image_auc"):
             assert np.isfinite(m[key]["value"]) and m[key]["low"] <= m[key]["high"]
         assert r["n"] == 4 and r["n_positive"] == 2
+        # the authors' F1 on every image = the mean of its positive and negative parts
+        n_pos = r["n_positive"]
+        assert m["pixel_f1"]["value"] == pytest.approx(
+            (n_pos * m["pixel_f1_pos"]["value"]
+             + (r["n"] - n_pos) * m["pixel_f1_neg"]["value"])
+            / r["n"])
     rounds = json.loads((out / "rounds.json").read_text())
     no_rr = [r for r in rounds if r["run"] == "fusion_kd"]
     assert len(no_rr) == 2 and not any(r["swapped"] for r in no_rr)
@@ -128,6 +137,7 @@ def test_pipeline_writes_runs_rounds_and_report(full_run):
         str(out / "seed0" / "kd_round1" / "best.pt")}  # round 1 shared by both runs
     md = (out / "report.md").read_text()
     assert "Iterative fusion KD: rounds" in md and "figures/overlays.png" in md
+    assert "Tumour F1, all" in md and "per-image Dice" in md  # columns and objective note
     assert (out / "figures" / "overlays.png").is_file()
 
 
@@ -183,3 +193,19 @@ def test_shipped_recipes_validate_and_pick_their_setup(name, setup, positive):
     assert d.setup == setup and d.positive == positive and d.root == "/elsewhere"
     assert d.splits.val == ["v"] and d.splits.train == ["train"]  # partial override keeps rest
     assert recipe.fusion.compare_metric == "pixel_f1" and recipe.eval.sigma == 3.0
+    # issue #12: the authors' MIL objective and evaluation are the shipped defaults
+    assert recipe.mil.objective == "dice" and recipe.mil.reduction == "sum"
+    assert recipe.mil.smooth == 1.0 and recipe.eval.sigma_at == "input"
+    assert recipe.train.select_metric == "pixel_f1"
+
+
+@pytest.mark.parametrize("extra,kind", [([], MILDiceLoss),
+                                        (["mil.objective=pooled_bce"], MILPoolingLoss)])
+def test_mil_objective_is_the_authors_dice_unless_pooled_bce_is_asked_for(data_root, extra,
+                                                                          kind, tmp_path):
+    pipe = MILFusionPipeline(tiny(data_root, *extra), tmp_path)
+    pipe.split = {"train": ([], [1, 1, 0])}
+    loss = pipe._mil_loss()
+    assert isinstance(loss, kind) and loss.pos_weight == 1.0  # no class balance by default
+    pipe.r.mil.balance = True
+    assert pipe._mil_loss().pos_weight == pytest.approx(0.5)  # n_neg / n_pos

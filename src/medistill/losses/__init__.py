@@ -8,7 +8,7 @@ from medistill.losses.feature_mse import ResizedFeatureMSE, resize_map
 from medistill.losses.focal_dice import FocalDiceLoss
 from medistill.losses.fusion_kd import FusionKDLoss, soft_dice_loss
 from medistill.losses.igd import InstanceGraphKD, instance_nodes, inter_image_igd
-from medistill.losses.mil_pooling import MILPoolingLoss, mil_pool
+from medistill.losses.mil_pooling import MILDiceLoss, MILPoolingLoss, mil_pool
 from medistill.losses.ntxent import NTXentLoss
 from medistill.losses.pixel_kl import PixelKL
 from medistill.losses.soft_target import SoftTargetKL
@@ -22,6 +22,7 @@ __all__ = [
     "FocalDiceLoss",
     "FusionKDLoss",
     "InstanceGraphKD",
+    "MILDiceLoss",
     "MILPoolingLoss",
     "NTXentLoss",
     "PixelKL",

@@ -6,8 +6,14 @@ The copy of the paper we work from (``shared/papers/ikd_mil_weakly_supervised_se
 carries the method's sections but not its equation numbers, so the terms are cited by section:
 
 - :class:`MILTraining` (section 3.1, the MIL teacher): a :class:`MILSegmenter` trained from
-  image labels only, ``L_MIL = mean over {side maps, fused map} of BCE(pool(map), y)``
-  (:class:`~medistill.losses.MILPoolingLoss`, LSE pooling by default);
+  image labels only. Default (the authors' code): ``L_MIL = sum over {side maps, fused map}
+  and images of the per-image Dice loss against the image label expanded to a full mask``
+  (all ones on a tumour image, all zeros on a normal one;
+  :class:`~medistill.losses.MILDiceLoss`). Options: ``mean over the maps of BCE(pool(map),
+  y)`` with LSE / generalised-mean / top-k pooling (:class:`~medistill.losses.MILPoolingLoss`;
+  our default before issue #12). The two prefer opposite maps: the Dice a diffuse one (the
+  whole tumour image), the pooled BCE a focal one (a few confident pixels suffice), so the
+  teachers' pseudo-labels differ in kind;
 - :class:`FusionKD` (section 3.2, one distillation round): a student of the same architecture
   and a FROZEN teacher; ``L = L_fusion + lambda_wce * L_wce (+ mu * L_MIL)`` with the fusion-KD
   term ``L_fusion`` = mean over every student side map and its fused map of (soft Dice + soft
@@ -22,9 +28,12 @@ carries the method's sections but not its equation numbers, so the terms are cit
   :class:`~medistill.pipelines.role_reversal.IterativeFusion`.
 
 Validation (the scores the trainer selects on and role reversal compares) follows the test
-protocol: tumour probability maps resized to the original mask size, optional Gaussian
-smoothing, threshold 0.5, per-image pixel F1 (``pixel_f1``; also as ``dice``), ``pixel_f1_pos``,
-``iou`` and the image-level ``image_auc`` (see :mod:`medistill.metrics.weak_segmentation`).
+protocol: tumour probability maps resized to the original mask size, Gaussian smoothing
+(sigma in model-input pixels by default, as the authors), threshold 0.5, and the authors'
+per-image F1 ``pixel_f1`` (the F1 of the image's own class: tumour on a tumour image,
+background on a normal one), or ``pixel_f1_pos``, ``pixel_f1_positive`` (tumour class on every
+image, all-or-nothing on negatives), ``iou``, ``dice``, ``image_auc`` (see
+:mod:`medistill.metrics.weak_segmentation`).
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ from __future__ import annotations
 import torch
 
 from medistill.errors import RecipeError
-from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILPoolingLoss
+from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
 from medistill.methods.base import freeze
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.mil_segmenter import MILSegmenter
+
+MILLoss = MILDiceLoss | MILPoolingLoss
 
 
 def decide_swap(teacher_score: float, student_score: float, min_delta: float = 0.0) -> bool:
@@ -49,6 +60,7 @@ class WeakSegMethod(SegmentationMethod):
 
     threshold: float = 0.5
     sigma: float = 0.0
+    sigma_at: str = "input"
 
     def _check(self, model: object, role: str) -> MILSegmenter:
         if not isinstance(model, MILSegmenter):
@@ -62,18 +74,18 @@ class WeakSegMethod(SegmentationMethod):
         from medistill.pipelines.evaluate_weak import weak_scores
 
         return weak_scores(self.deployable(), loader.dataset, self.threshold, self.sigma,
-                           device=device)
+                           device=device, sigma_at=self.sigma_at)
 
 
 class MILTraining(WeakSegMethod):
     """The MIL teacher (section 3.1): image labels only."""
 
-    def __init__(self, model: MILSegmenter, mil: MILPoolingLoss | None = None,
-                 threshold: float = 0.5, sigma: float = 0.0) -> None:
+    def __init__(self, model: MILSegmenter, mil: MILLoss | None = None,
+                 threshold: float = 0.5, sigma: float = 0.0, sigma_at: str = "input") -> None:
         super().__init__()
         self.model = self._check(model, "model")
-        self.mil = mil or MILPoolingLoss()
-        self.threshold, self.sigma = threshold, sigma
+        self.mil = mil or MILDiceLoss()
+        self.threshold, self.sigma, self.sigma_at = threshold, sigma, sigma_at
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         sides, fused = self.model.maps(batch["image"])
@@ -90,16 +102,17 @@ class FusionKD(WeakSegMethod):
 
     def __init__(self, teacher: MILSegmenter, student: MILSegmenter,
                  kd: FusionKDLoss | None = None, wce: AgreementWeightedBCE | None = None,
-                 wce_weight: float = 1.0, mil: MILPoolingLoss | None = None,
-                 mil_weight: float = 0.0, threshold: float = 0.5, sigma: float = 0.0) -> None:
+                 wce_weight: float = 1.0, mil: MILLoss | None = None,
+                 mil_weight: float = 0.0, threshold: float = 0.5, sigma: float = 0.0,
+                 sigma_at: str = "input") -> None:
         super().__init__()
         self.teacher = freeze(self._check(teacher, "teacher"))
         self.student = self._check(student, "student")
         self.kd = kd or FusionKDLoss()
         self.wce = wce or AgreementWeightedBCE()
-        self.mil = mil or MILPoolingLoss()
+        self.mil = mil or MILDiceLoss()
         self.wce_weight, self.mil_weight = float(wce_weight), float(mil_weight)
-        self.threshold, self.sigma = threshold, sigma
+        self.threshold, self.sigma, self.sigma_at = threshold, sigma, sigma_at
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x = batch["image"]

@@ -1,18 +1,35 @@
-"""Metrics of weakly supervised (tumour / no tumour) segmentation: pixel F1, IoU and Dice per
-image with bootstrap CIs, and the image-level AUC of the maximum pixel score.
+"""Metrics of weakly supervised (tumour / no tumour) segmentation: pixel F1 and IoU per image
+with bootstrap CIs, and the image-level AUC of the maximum pixel score.
 
-Per image, from the tumour probability map (optionally smoothed with a Gaussian of
-``sigma`` pixels first, sigma 3 in the IKD-MIL authors' evaluation) thresholded at 0.5:
+Per image, from the tumour probability map smoothed with a Gaussian of ``sigma`` pixels (sigma 3
+in the IKD-MIL authors' evaluation, ``scipy.ndimage.gaussian_filter`` with its default
+``reflect`` border) and thresholded at 0.5:
 
-- ``pixel_f1`` = 2 TP / (2 TP + FP + FN) with the positive class = tumour. This is the Dice of
-  the tumour class (the same number per image, reported under both names);
-- ``iou`` = TP / (TP + FP + FN);
-- images with an EMPTY truth (negative images): F1 = IoU = 1 if the prediction is empty too,
-  else 0 (:func:`~medistill.metrics.segmentation.case_metrics`' convention). Because that makes
-  negatives all-or-nothing, ``pixel_f1_pos`` / ``iou_pos`` (positive images only) and
-  ``pixel_f1_neg`` (negative images only) are reported as well;
-- ``image_auc``: ROC AUC of the image label from the maximum (smoothed) pixel probability
-  (ties count one half); NaN unless both labels occur.
+- ``pixel_f1`` (the authors' per-image F1, the default reported and selection metric): the F1
+  of the image's OWN class. On an image whose truth holds tumour it is the tumour-class F1
+  ``2 TP / (2 TP + FP + FN)``; on an image without tumour (a negative, empty truth) it is the
+  BACKGROUND-class F1 ``2 TN / (2 TN + FP)`` (their ``f1_score(..., pos_label=0)``), so a small
+  false positive costs a little (e.g. 0.994), not everything. The mean over all images is
+  their reported F1;
+- ``iou``: the IoU of the image's own class in the same way (tumour ``TP / (TP + FP + FN)``,
+  background ``TN / (TN + FP)`` on negatives; their ``calculate_iou``);
+- ``pixel_f1_positive`` / ``iou_positive`` (ours, a named alternative): the TUMOUR class on
+  every image, an empty truth scoring 1 if nothing is predicted and 0 otherwise
+  (:func:`~medistill.metrics.segmentation.case_metrics`' convention). It makes negatives
+  all-or-nothing, which the paper's F1 does not; it was our metric before issue #12;
+- ``max_score``: the maximum smoothed pixel probability (for ``image_auc``).
+
+On positive images both definitions agree. The report adds ``pixel_f1_pos`` / ``iou_pos``
+(positive images only), ``pixel_f1_neg`` (negatives only: the background F1, the authors'
+"neg f1"), ``neg_clean`` (the share of negatives with nothing predicted = the mean of
+``pixel_f1_positive`` over negatives), ``dice`` (= ``pixel_f1_positive``: the tumour Dice per
+image) and ``image_auc``: ROC AUC of the image label from ``max_score`` (ties one half; NaN
+unless both labels occur).
+
+Known differences to the authors' evaluation: they threshold ``>= 0.5`` (we ``> 0.5``; only a
+pixel at exactly 0.5 differs) and decide "own class" by whether the truth mask is empty, as we
+do. Where the Gaussian is applied (at the model's input size, as theirs, or at the original
+image size) is set by the caller (:mod:`medistill.pipelines.evaluate_weak`).
 
 Means over images with percentile-bootstrap 95% CIs (:func:`bootstrap_mean`).
 """
@@ -26,19 +43,31 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from medistill.errors import DataError
-from medistill.metrics.segmentation import bootstrap_mean, case_metrics
+from medistill.metrics.segmentation import bootstrap_mean
 
-WEAK_METRICS = ("pixel_f1", "pixel_f1_pos", "pixel_f1_neg", "iou", "iou_pos", "dice",
-                "image_auc")
+WEAK_METRICS = ("pixel_f1", "pixel_f1_pos", "pixel_f1_neg", "pixel_f1_positive", "neg_clean",
+                "iou", "iou_pos", "iou_positive", "dice", "image_auc")
+# the per-image values of weak_case_metrics that the report averages
+CASE_KEYS = ("pixel_f1", "pixel_f1_positive", "iou", "iou_positive", "max_score")
 
 
-def smooth_probability(prob: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-smoothed (H, W) probability map (``sigma`` in pixels; 0 = unchanged)."""
-    if not sigma:
+def smooth_probability(prob: np.ndarray, sigma: float | Sequence[float]) -> np.ndarray:
+    """Gaussian-smoothed (H, W) probability map: ``sigma`` in pixels, one value or one per axis
+    (0 = unchanged); ``scipy.ndimage.gaussian_filter`` with its default ``reflect`` border, as
+    in the authors' evaluation."""
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (2,))
+    if not sig.any():
         return prob
     from scipy.ndimage import gaussian_filter  # lazy: only when smoothing
 
-    return gaussian_filter(prob.astype(np.float32), sigma=float(sigma), mode="nearest")
+    return gaussian_filter(prob.astype(np.float32), sigma=tuple(float(s) for s in sig))
+
+
+def _f1_iou(tp: int, fp: int, fn: int, empty: float) -> tuple[float, float]:
+    """F1 and IoU of one class from its counts; ``empty`` when the class is nowhere."""
+    if tp + fp + fn == 0:
+        return empty, empty
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
 
 
 def binary_auc(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -56,13 +85,22 @@ def binary_auc(scores: ArrayLike, labels: ArrayLike) -> float:
 
 
 def weak_case_metrics(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5,
-                      sigma: float = 0.0) -> dict[str, float]:
-    """``pixel_f1``, ``iou`` and ``max_score`` of one image (see the module doc)."""
+                      sigma: float | Sequence[float] = 0.0) -> dict[str, float]:
+    """The per-image values of :data:`CASE_KEYS` (see the module doc)."""
     if prob.shape != truth.shape:
         raise DataError(f"probability map {prob.shape} and truth {truth.shape} differ in shape")
     p = smooth_probability(prob, sigma)
-    m = case_metrics(p > threshold, truth > 0, hd95=False)
-    return {"pixel_f1": m["dice"], "iou": m["iou"], "max_score": float(p.max(initial=0.0))}
+    pred, true = p > threshold, truth > 0
+    tp = int(np.count_nonzero(pred & true))
+    fp = int(np.count_nonzero(pred & ~true))
+    fn = int(np.count_nonzero(~pred & true))
+    tn = pred.size - tp - fp - fn
+    f1_pos, iou_pos = _f1_iou(tp, fp, fn, empty=1.0)  # tumour class; empty/empty = 1
+    # the image's own class: tumour if the truth holds any, else background (TP_bg = TN,
+    # FP_bg = FN = 0 on an empty truth, FN_bg = FP)
+    f1, iou = (f1_pos, iou_pos) if tp + fn else _f1_iou(tn, fn, fp, empty=1.0)
+    return {"pixel_f1": f1, "pixel_f1_positive": f1_pos, "iou": iou, "iou_positive": iou_pos,
+            "max_score": float(p.max(initial=0.0))}
 
 
 def weak_segmentation_report(
@@ -79,19 +117,25 @@ def weak_segmentation_report(
     if not cases:
         raise DataError("no images to evaluate")
     y = np.asarray(labels).astype(bool)
-    f1 = np.array([c["pixel_f1"] for c in cases], dtype=np.float64)
-    iou = np.array([c["iou"] for c in cases], dtype=np.float64)
-    score = np.array([c["max_score"] for c in cases], dtype=np.float64)
-    nan = np.full_like(f1, np.nan)
+    v = {k: np.array([c[k] for c in cases], dtype=np.float64) for k in CASE_KEYS}
+    nan = np.full(len(cases), np.nan)
+
+    def ci(values: np.ndarray, where: np.ndarray | None = None) -> dict[str, float]:
+        return bootstrap_mean(values if where is None else np.where(where, values, nan),
+                              n_resamples, seed)
+
     out = {
-        "pixel_f1": bootstrap_mean(f1, n_resamples, seed),
-        "pixel_f1_pos": bootstrap_mean(np.where(y, f1, nan), n_resamples, seed),
-        "pixel_f1_neg": bootstrap_mean(np.where(~y, f1, nan), n_resamples, seed),
-        "iou": bootstrap_mean(iou, n_resamples, seed),
-        "iou_pos": bootstrap_mean(np.where(y, iou, nan), n_resamples, seed),
+        "pixel_f1": ci(v["pixel_f1"]),
+        "pixel_f1_pos": ci(v["pixel_f1"], y),
+        "pixel_f1_neg": ci(v["pixel_f1"], ~y),
+        "pixel_f1_positive": ci(v["pixel_f1_positive"]),
+        "neg_clean": ci(v["pixel_f1_positive"], ~y),
+        "iou": ci(v["iou"]),
+        "iou_pos": ci(v["iou"], y),
+        "iou_positive": ci(v["iou_positive"]),
     }
-    out["dice"] = dict(out["pixel_f1"])
-    out["image_auc"] = _auc_ci(score, y, n_resamples, seed)
+    out["dice"] = dict(out["pixel_f1_positive"])
+    out["image_auc"] = _auc_ci(v["max_score"], y, n_resamples, seed)
     return out
 
 

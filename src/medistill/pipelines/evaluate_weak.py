@@ -2,13 +2,22 @@
 
 The model sees each image resized to the dataset's ``image_size`` (as in training); its tumour
 probability map is resized back (bilinear) to the ORIGINAL mask size, optionally smoothed with
-a Gaussian (``sigma`` pixels of the original image), thresholded (0.5) and scored per image
+a Gaussian, thresholded (0.5) and scored per image against the original mask
 (:mod:`medistill.metrics.weak_segmentation`). Validation and test use the same function.
+
+``sigma_at`` says in which pixels ``sigma`` counts:
+
+- ``"input"`` (default, the authors' evaluation): pixels of the MODEL INPUT. The authors smooth
+  the map at the network's input size (256 x 256) with sigma 3 and score it against the mask
+  resized to that size; we score at the original size, so the Gaussian gets, per axis,
+  ``sigma * original size / image_size`` original pixels: the same blur of the same content;
+- ``"original"``: ``sigma`` pixels of the original image on both axes (our rule before
+  issue #12; model files without a ``sigma_at`` entry were made with it).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,29 +49,45 @@ def predict_probabilities(model: torch.nn.Module, dataset: WeakSegDataset,
     return probs
 
 
+SigmaAt = Literal["input", "original"]
+# the validation scores (plain means) that epoch selection and role reversal can read
+VAL_SCORES = ("pixel_f1", "pixel_f1_pos", "pixel_f1_positive", "iou", "dice", "image_auc")
+
+
+def sigma_axes(sigma: float, shape: tuple[int, ...], image_size: int | None,
+               sigma_at: SigmaAt = "input") -> tuple[float, float]:
+    """The (rows, columns) Gaussian sigma in original pixels of a map of ``shape`` (see the
+    module doc)."""
+    if sigma_at not in ("input", "original"):
+        raise ValueError(f"sigma_at must be 'input' or 'original', got {sigma_at!r}")
+    if sigma_at == "original" or not image_size:
+        return float(sigma), float(sigma)
+    return sigma * shape[0] / image_size, sigma * shape[1] / image_size
+
+
 def weak_cases(model: torch.nn.Module, dataset: WeakSegDataset, threshold: float = 0.5,
-               sigma: float = 0.0, device: torch.device | str = "cpu") -> list[dict[str, float]]:
+               sigma: float = 0.0, device: torch.device | str = "cpu",
+               sigma_at: SigmaAt = "input") -> list[dict[str, float]]:
     probs = predict_probabilities(model, dataset, device=device)
-    return [weak_case_metrics(p, dataset.pair(i)[1], threshold, sigma)
+    return [weak_case_metrics(p, dataset.pair(i)[1], threshold,
+                              sigma_axes(sigma, p.shape, dataset.image_size, sigma_at))
             for i, p in enumerate(probs)]
 
 
 def weak_scores(model: torch.nn.Module, dataset: WeakSegDataset, threshold: float = 0.5,
-                sigma: float = 0.0, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Plain means (no CIs) for validation: ``pixel_f1`` (also ``dice``), ``pixel_f1_pos``,
-    ``iou`` and ``image_auc``."""
-    rep = weak_segmentation_report(weak_cases(model, dataset, threshold, sigma, device),
-                                   dataset.labels, n_resamples=0)
-    scores = {k: rep[k]["value"] for k in ("pixel_f1", "pixel_f1_pos", "iou", "image_auc")}
-    scores["dice"] = scores["pixel_f1"]
-    return {k: float(v) for k, v in scores.items()}
+                sigma: float = 0.0, device: torch.device | str = "cpu",
+                sigma_at: SigmaAt = "input") -> dict[str, float]:
+    """Plain means (no CIs) for validation: the :data:`VAL_SCORES`."""
+    rep = weak_segmentation_report(weak_cases(model, dataset, threshold, sigma, device,
+                                              sigma_at), dataset.labels, n_resamples=0)
+    return {k: float(rep[k]["value"]) for k in VAL_SCORES}
 
 
 def evaluate_weak(model: torch.nn.Module, dataset: WeakSegDataset, threshold: float = 0.5,
-                  sigma: float = 0.0, n_resamples: int = 10_000, ci_seed: int = 0
-                  ) -> dict[str, Any]:
+                  sigma: float = 0.0, n_resamples: int = 10_000, ci_seed: int = 0,
+                  sigma_at: SigmaAt = "input") -> dict[str, Any]:
     """Test metrics with bootstrap CIs over images, plus per-image values."""
-    cases = weak_cases(model.cpu(), dataset, threshold, sigma)
+    cases = weak_cases(model.cpu(), dataset, threshold, sigma, sigma_at=sigma_at)
     report = weak_segmentation_report(cases, dataset.labels, n_resamples, ci_seed)
     return {"metrics": report, "n": len(cases),
             "n_positive": int(sum(dataset.labels)),

@@ -10,8 +10,9 @@ For every seed: a MIL segmenter trained from image labels only (``mil_teacher``,
   VALIDATION split (:mod:`medistill.pipelines.role_reversal`).
 
 Round 1 is identical for both (same teacher, same fresh student, same seed), so it is trained
-once (``seed<k>/kd_round1``). Every model is evaluated on the test split (pixel F1 / IoU per
-image, F1 over positive images, image AUC from the max pixel score; bootstrap 95% CIs). Each
+once (``seed<k>/kd_round1``). Every model is evaluated on the test split (the authors' pixel F1
+per image = the F1 of the image's own class, IoU likewise, F1 over positive / negative images,
+our tumour-class F1, image AUC from the max pixel score; bootstrap 95% CIs). Each
 round's models are also scored on the test split for the report only; no decision reads it.
 ``results.json`` and ``report.html`` / ``report.md`` (per-round table, overlays) are written.
 """
@@ -30,27 +31,38 @@ from medistill.data.weak import WeakSegDataset
 from medistill.engine.checkpoint import atomic_write_text, load_model
 from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
-from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILPoolingLoss
+from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
 from medistill.methods import FusionKD, MILTraining
+from medistill.methods.mil_fusion import MILLoss
 from medistill.models import create_model
 from medistill.models.mil_segmenter import MILSegmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
-from medistill.pipelines.evaluate_weak import evaluate_weak, weak_scores
+from medistill.pipelines.evaluate_weak import SigmaAt, evaluate_weak, weak_scores
 from medistill.pipelines.role_reversal import IterativeFusion
 from medistill.pipelines.seg_data import SegAugmentConfig, make_seg_augment
 from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
 
 Run = Literal["fusion_kd", "ikd"]
 STUDENT_SEED = 10_000  # offset of the round-1 student's initialisation seed
-Score = Literal["pixel_f1", "pixel_f1_pos", "iou", "image_auc"]
+Score = Literal["pixel_f1", "pixel_f1_pos", "pixel_f1_positive", "iou", "image_auc"]
 
 
 class MILConfig(StrictModel):
-    pooling: Literal["lse", "gmean", "topk"] = "lse"
+    """The MIL teacher's objective (:mod:`medistill.losses.mil_pooling`). Defaults: the
+    authors' code (the paper names no loss): ``dice``, summed, no class balance."""
+
+    objective: Literal["dice", "pooled_bce"] = Field(
+        "dice", description="dice: per-image Dice to the image label as a full mask (authors'); "
+                            "pooled_bce: BCE of the pooled map score (LSE / gmean / top-k)")
+    reduction: Literal["sum", "mean"] = Field(
+        "sum", description="dice: sum over images and maps (authors') or mean")
+    smooth: float = Field(1.0, ge=0, description="dice: smoothing term (authors': 1)")
+    pooling: Literal["lse", "gmean", "topk"] = Field("lse", description="pooled_bce only")
     r: float = Field(4.0, gt=0, description="LSE sharpness")
     q: float = Field(4.0, gt=0, description="generalised-mean exponent")
     topk: float = Field(0.1, gt=0, le=1, description="top-k fraction of pixels")
-    balance: bool = Field(True, description="weight positive images by n_neg / n_pos")
+    balance: bool = Field(False, description="weight positive images by n_neg / n_pos (ours; "
+                                             "the authors' code has none)")
 
 
 class FusionConfig(StrictModel):
@@ -62,12 +74,15 @@ class FusionConfig(StrictModel):
     bce_weight: float = Field(1.0, ge=0)
     wce_weight: float = Field(1.0, ge=0, description="lambda of the weighted CE regulariser")
     wce_gamma: float = Field(1.0, ge=0, description="agreement weight (1 - |t - s|)^gamma")
-    mil_weight: float = Field(0.0, ge=0, description="image-label MIL loss on the student")
+    mil_weight: float = Field(0.0, ge=0, description="image-label MIL loss (as mil.*) on the "
+                                                     "student; summed Dice scales with batch")
 
 
 class WeakEvalConfig(StrictModel):
     threshold: float = Field(0.5, gt=0, lt=1)
-    sigma: float = Field(3.0, ge=0, description="Gaussian smoothing (original pixels), 0 = off")
+    sigma: float = Field(3.0, ge=0, description="Gaussian smoothing before the threshold, 0 = off")
+    sigma_at: SigmaAt = Field("input", description="sigma in model-input pixels (authors') or "
+                                                   "original pixels")
     n_resamples: int = Field(10_000, ge=0)
     ci_seed: int = 0
     overlays: int = Field(4, ge=0, description="test images in the overlay figure")
@@ -124,7 +139,8 @@ class MILFusionPipeline(Pipeline):
         return {"task": "segmentation", "model": self.r.model.model_dump(),
                 "classes": list(self.r.data.classes), "view": {"factor": 1, "upsample": False},
                 "normalization": self.norm, "image_size": self.r.data.image_size,
-                "threshold": self.r.eval.threshold, "sigma": self.r.eval.sigma, "data": data,
+                "threshold": self.r.eval.threshold, "sigma": self.r.eval.sigma,
+                "sigma_at": self.r.eval.sigma_at, "data": data,
                 "weak": True}
 
     # -- models and training ----------------------------------------------------------------
@@ -136,10 +152,12 @@ class MILFusionPipeline(Pipeline):
                               "(use mil_segmenter)")
         return model
 
-    def _mil_loss(self) -> MILPoolingLoss:
+    def _mil_loss(self) -> MILLoss:
         m, labels = self.r.mil, self.split["train"][1]
         pos = sum(labels)
         weight = (len(labels) - pos) / pos if m.balance else 1.0
+        if m.objective == "dice":
+            return MILDiceLoss(m.smooth, m.reduction, weight)
         return MILPoolingLoss(m.pooling, m.r, m.q, m.topk, weight)
 
     def _train(self, name: str, method, cfg: TrainConfig) -> Path:
@@ -148,7 +166,8 @@ class MILFusionPipeline(Pipeline):
 
     def _teacher(self, seed: int) -> Path:
         e = self.r.eval
-        method = MILTraining(self._model(seed), self._mil_loss(), e.threshold, e.sigma)
+        method = MILTraining(self._model(seed), self._mil_loss(), e.threshold, e.sigma,
+                             e.sigma_at)
         return self._train(f"seed{seed}/mil_teacher", method, self.r.stage_train("teacher", seed))
 
     def _round_trainer(self, seed: int, run: Run):
@@ -161,7 +180,7 @@ class MILFusionPipeline(Pipeline):
             method = FusionKD(load_model(teacher)[0], student,
                               FusionKDLoss(f.dice_weight, f.bce_weight),
                               AgreementWeightedBCE(f.wce_gamma), f.wce_weight, self._mil_loss(),
-                              f.mil_weight, e.threshold, e.sigma)
+                              f.mil_weight, e.threshold, e.sigma, e.sigma_at)
             return self._train(name, method, self.r.stage_train("round", seed))
 
         return train_round
@@ -171,15 +190,17 @@ class MILFusionPipeline(Pipeline):
         """The role-reversal comparison score of a model file, on the VALIDATION split."""
         if path not in self._val_cache:
             e = self.r.eval
-            scores = weak_scores(load_model(path)[0], self.val_set, e.threshold, e.sigma)
+            scores = weak_scores(load_model(path)[0], self.val_set, e.threshold, e.sigma,
+                                 sigma_at=e.sigma_at)
             self._val_cache[path] = scores[self.r.fusion.compare_metric]
         return self._val_cache[path]
 
     def _test_f1(self, path: Path) -> float:
-        """Test pixel F1 of a model file: for the per-round table only."""
+        """Test pixel F1 (the authors') of a model file: for the per-round table only."""
         if path not in self._test_cache:
             e = self.r.eval
-            scores = weak_scores(load_model(path)[0], self.test_set, e.threshold, e.sigma)
+            scores = weak_scores(load_model(path)[0], self.test_set, e.threshold, e.sigma,
+                                 sigma_at=e.sigma_at)
             self._test_cache[path] = scores["pixel_f1"]
         return self._test_cache[path]
 
@@ -190,7 +211,7 @@ class MILFusionPipeline(Pipeline):
             e = self.r.eval
             model, _ = load_model(path)
             res = evaluate_weak(model, self.test_set, e.threshold, e.sigma, e.n_resamples,
-                                e.ci_seed)
+                                e.ci_seed, e.sigma_at)
             size = self.r.data.image_size
             return {"name": name, "role": role, "seed": seed, "split": "test",
                     "model": self.r.model.name, **res,
@@ -249,20 +270,35 @@ class MILFusionPipeline(Pipeline):
             f"Setup {r.data.setup}: positive labels {r.data.positive}, negative "
             f"{r.data.negative}; images {counts}; inputs resized to {r.data.image_size} px. "
             "Training reads image labels only; masks are used for validation and test.",
-            f"MIL teacher: {m.pooling} pooling of the pixel scores of every side map and the "
-            f"fused map, BCE against the image label"
-            + (" (positives weighted n_neg / n_pos)." if m.balance else "."),
+            _mil_note(m),
             f"Fusion KD: every student map -> teacher fused map ({f.dice_weight} x soft Dice + "
             f"{f.bce_weight} x soft BCE) + {f.wce_weight} x agreement-weighted BCE to the "
             f"teacher's soft map (weights (1 - |t - s|)^{f.wce_gamma}); up to {f.rounds} rounds; "
             f"role reversal when the student's validation {f.compare_metric} beats the "
             f"teacher's by more than {f.min_delta}; patience {f.patience}.",
             f"Evaluation: probability maps resized to the original image size, Gaussian "
-            f"smoothing sigma {e.sigma} px (as in the authors' evaluation; 0 = off), threshold "
-            f"{e.threshold}. Per image pixel F1 (= Dice) and IoU; empty truth (negative "
-            "images): 1 if the prediction is empty too, else 0. F1 over positive images only "
-            "is reported too. Image AUC from the maximum smoothed pixel probability.",
+            f"smoothing sigma {e.sigma} px of the {_SIGMA_AT[e.sigma_at]} (the authors': 3 px "
+            f"of the model input; 0 = off), threshold {e.threshold}. Pixel F1 (the authors'): "
+            "per image the F1 of its own class, tumour on a tumour image, background on a "
+            "normal one (a small false positive costs a little, not all), averaged over "
+            "images; IoU likewise. Also: F1 over positive / negative images, and ours, the "
+            "tumour-class F1 on every image (1 on a normal image only if nothing is "
+            "predicted, else 0). Image AUC from the maximum smoothed pixel probability.",
         ]
+
+
+_SIGMA_AT = {"input": "model input", "original": "original image"}
+
+
+def _mil_note(m: MILConfig) -> str:
+    balance = " (positive images weighted n_neg / n_pos)" if m.balance else ""
+    if m.objective == "dice":
+        return (f"MIL teacher (the authors' objective): the image label expanded to a full mask "
+                f"(all ones on a tumour image, all zeros on a normal one); every side map and "
+                f"the fused map trained with a per-image Dice loss (smooth {m.smooth}) against "
+                f"it, {m.reduction} over images and maps{balance}.")
+    return (f"MIL teacher: {m.pooling} pooling of the pixel scores of every side map and the "
+            f"fused map, BCE against the image label{balance}.")
 
 
 def _summary(r: MILFusionRecipe) -> str:
