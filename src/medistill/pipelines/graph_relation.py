@@ -281,8 +281,10 @@ def _notes(r: GraphRelationRecipe, n_train: int, n_val: int, n_test: int) -> lis
         f"Post-processing: {pp}; foreground probability > {p.fg_threshold}; instances under "
         f"{p.min_size} px dropped.",
         "AJI: aggregated Jaccard index; PQ = DQ x SQ at IoU > 0.5; F1 = object detection F1 at "
-        "IoU > 0.5 (= DQ); VOI split = H(pred | truth), merge = H(truth | pred) (nats); ARAND: "
-        "adapted Rand error (lower is better for VOI and ARAND).",
+        "IoU > 0.5 (= DQ); SQ = 0 for an image without matches (HoVer-Net); VOI split = "
+        "H(pred | truth), merge = H(truth | pred) in bits over the true foreground (true "
+        "background ignored, the authors' convention; 'bg incl.': background counted); "
+        "ARAND: adapted Rand error (lower is better for VOI and ARAND).",
         f"GFLOPs = 2 x multiply-adds of one forward pass on a {r.eval.latency_size} px input; "
         "latency = median CPU wall time per image at batch size 1.",
         "Model selection: the best validation AJI epoch, or (no validation split) the epoch "
