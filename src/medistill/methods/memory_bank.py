@@ -5,11 +5,12 @@ The authors' bank is a ring buffer with a glitch: it writes slot ``pointer`` and
 pointer until the bank is full; the next write then goes to the LAST slot and resets the
 pointer to 0, after which writing resumes at slot 0. So every cycle of ``size + 1`` writes
 puts two consecutive maps in the last slot (the first of them is overwritten by the very next
-push, within the same batch unless it was the batch's last image), and because the same pointer doubles as the fill count, right after each wrap only
-``min(contrast_size, pointer)`` maps are sampled (none at all when the wrap falls on the last
-image of a batch) until the pointer has climbed back to ``contrast_size``. Here the write
-pointer and the fill count are separate: once ``size`` entries are stored, each new entry
-evicts the OLDEST one, and sampling always draws from every stored entry.
+push, within the same batch unless it was the batch's last image), and because the same
+pointer doubles as the fill count, right after each wrap only ``min(contrast_size, pointer)``
+maps are sampled (none at all when the wrap falls on the last image of a batch) until the
+pointer has climbed back to ``contrast_size``. Here the write pointer and the fill count are
+separate: once ``size`` entries are stored, each new entry evicts the OLDEST one, and sampling
+always draws from every stored entry.
 
 An entry is a tuple of detached tensors (the method stores what it needs of a teacher map).
 Sampling uses the bank's own ``torch.Generator`` (seeded with ``seed``), so it does not depend
