@@ -71,3 +71,37 @@ def test_report_bootstraps_over_images():
     assert rep["n"] == 3
     assert rep["metrics"]["aji"]["value"] == pytest.approx(0.4)
     assert rep["metrics"]["aji"]["low"] <= 0.4 <= rep["metrics"]["aji"]["high"]
+
+
+def test_voi_ignores_true_background_like_the_graph_relation_authors():
+    """Issue #12 item 8: the authors call skimage's VOI with ignore_labels=0 (truth
+    background left out); the background-included values stay as voi_*_bg."""
+    truth = np.array([[1, 1, 0, 0]])
+    m = instance_case_metrics(np.array([[1, 1, 1, 1]]), truth)  # false foreground only
+    assert m["voi_split"] == pytest.approx(0, abs=1e-12)
+    assert m["voi_merge"] == pytest.approx(0, abs=1e-12)
+    assert m["voi_split_bg"] == pytest.approx(0, abs=1e-12)
+    assert m["voi_merge_bg"] == pytest.approx(1.0)  # H(truth | pred) = 1 bit
+    m = instance_case_metrics(np.array([[1, 0, 0, 0]]), truth)  # half the nucleus missed
+    assert m["voi_split"] == pytest.approx(1.0)  # pred {1, 0} inside truth 1
+    assert m["voi_merge"] == pytest.approx(0, abs=1e-12)
+    h = -(1 / 3 * np.log2(1 / 3) + 2 / 3 * np.log2(2 / 3))
+    assert m["voi_split_bg"] == pytest.approx(0.5)
+    assert m["voi_merge_bg"] == pytest.approx(0.75 * h)
+    empty = instance_case_metrics(np.array([[1, 0]]), np.array([[0, 0]]))
+    assert np.isnan(empty["voi_split"]) and np.isnan(empty["arand"])
+
+
+def test_sq_is_zero_without_matches_like_hovernet():
+    """Issue #12 item 9: HoVer-Net's SQ = sum(IoU) / (TP + 1e-6) is 0 for an image with no
+    match, and that 0 enters the dataset mean (we used to leave the image out as NaN)."""
+    truth = np.zeros((1, 8), int)
+    truth[0, :4] = 1
+    pred = np.zeros((1, 8), int)
+    pred[0, 3:] = 2  # IoU 1/8: no match
+    pq = panoptic_quality(pred, truth)
+    assert pq["sq"] == 0.0 and pq["tp"] == 0
+    perfect = instance_case_metrics(truth, truth)
+    cases = [perfect, instance_case_metrics(pred, truth)]
+    rep = instance_report(cases, n_resamples=50)
+    assert rep["metrics"]["sq"]["value"] == pytest.approx(0.5)  # not 1.0

@@ -81,14 +81,24 @@ def label_affinity(labels: torch.Tensor, offsets: Sequence[int] = DEFAULT_OFFSET
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``(a - b)^2`` over the valid positions (``valid`` broadcasts over the batch)."""
+    """``(a - b)^2`` of ``(N, A, *spatial)`` affinity maps, SUMMED over the ``A`` affinity
+    channels and averaged over the valid positions (and the batch) of each channel.
+
+    This is the authors' reduction (their affinity MSE sums the per-offset losses, each a mean
+    over the pixels), so their weights (AGD 10) carry over; averaging over the channels as
+    well would divide every weight by ``A`` (10 in 2-D). ``valid`` ``(1, A, *spatial)``
+    broadcasts over the batch; a channel without valid positions contributes 0.
+    """
     mask = valid.expand_as(a).to(a.dtype)
-    return ((a - b) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+    dims = [0] + list(range(2, a.ndim))
+    per_channel = ((a - b) ** 2 * mask).sum(dims) / mask.sum(dims).clamp_min(1.0)
+    return per_channel.sum()
 
 
 class AffinityLoss(nn.Module):
-    """Supervision of the embeddings: masked MSE between their affinities and the ground-truth
-    affinities of the instance labels (the paper's affinity-label term)."""
+    """Supervision of the embeddings: :func:`masked_mse` (sum over the affinity channels, mean
+    over the valid positions) between their affinities and the ground-truth affinities of the
+    instance labels (the paper's affinity-label term; the authors' reduction)."""
 
     def __init__(self, offsets: Sequence[int] = DEFAULT_OFFSETS) -> None:
         super().__init__()

@@ -2,20 +2,34 @@
 
 An instance graph has one node per ground-truth instance, the mean embedding of its pixels
 (the "instance central feature", eq. 2), and an edge between every pair of nodes, their cosine
-similarity. Background (id 0) is not an instance.
+similarity. Background (id 0) is not an instance. Our embeddings are L2-normalised per pixel
+before the means (the authors average the raw network output).
 
-- node term: the mean over instances of the squared Euclidean distance between the
-  teacher's and the student's node of that instance;
+- node term: the mean over instances of the Euclidean distance ``||n_T - n_S||_2`` between
+  the teacher's and the student's node (the authors' code, ``mean(norm(x_T - x_S, dim=1))``;
+  the paper's equation could not be checked here; before, the squared distance was used);
 - edge term: the squared difference of the teacher's and student's cosine-similarity
-  matrices summed and divided by N^2 (N nodes);
+  matrices summed and divided by N^2 (N nodes), as in the authors' code;
 - inter-image (:func:`inter_image_igd`): edges between the current image's nodes and the
-  nodes of the memory-bank images only (cross-image edges; the intra-image ones are in the
-  intra-image term): ``sum((cos(S, B) - cos(T, B))^2) / (N M)``.
+  nodes of each sampled memory-bank image only (cross-image edges; the intra-image ones are
+  in the intra-image term). As in the authors' code the masked ``(N + M) x (N + M)`` matrix
+  counts the cross block in both directions and is divided by ``N M``, per (batch image, bank
+  image) pair, and the pairs are summed and divided by ``contrast_size`` K (their loss is
+  averaged over the batch, then scaled by ``batch_size / contrast_size``):
+  ``L = (1 / K) sum_{j, i} 2 sum((cos(S_j, B_i) - cos(T_j, B_i))^2) / (N_j M_i)``.
+  Defect in the authors' loop not copied: it concatenates every bank image's nodes onto the
+  current image's, so the k-th bank image is compared with the current image AND the k - 1
+  bank images before it, whose teacher-teacher edges are identical for both networks (0
+  error) but enlarge the divisor. Their inter-image node term (weight 0 in their configs)
+  compares the same current-image nodes as the intra-image term, diluted by bank nodes
+  whose distance is 0; it is left out.
 
 Images without instances contribute nothing (the loss is 0 when no image of the batch has one).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +64,7 @@ class InstanceGraphKD(nn.Module):
             n = s.shape[0]
             if n == 0:
                 continue
-            node_terms.append(((s - t) ** 2).sum(1).mean())
+            node_terms.append(torch.linalg.vector_norm(s - t, dim=1).mean())
             edge_terms.append(((cosine_matrix(s, s) - cosine_matrix(t, t)) ** 2).sum() / n**2)
         zero = student.new_zeros(())
         if not node_terms:
@@ -59,15 +73,21 @@ class InstanceGraphKD(nn.Module):
 
 
 def inter_image_igd(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
-                    bank_nodes: torch.Tensor) -> torch.Tensor:
-    """Cross-image IGD of a batch against ``(M, C)`` teacher nodes of the memory-bank images."""
-    if bank_nodes.numel() == 0:
-        return student.new_zeros(())
-    terms = []
+                    bank_nodes: Sequence[torch.Tensor], contrast_size: int | None = None
+                    ) -> torch.Tensor:
+    """Cross-image IGD of a batch against the teacher nodes ``(M_i, C)`` of each sampled
+    memory-bank image (see the module doc); ``K = contrast_size`` (default: the number of
+    bank images given); 0 when there is nothing to compare."""
+    bank = [b for b in bank_nodes if b.shape[0] > 0]
+    k = len(bank_nodes) if contrast_size is None else int(contrast_size)
+    total = student.new_zeros(())
+    if not bank or k == 0:
+        return total
     for s_map, t_map, lab in zip(student, teacher, labels, strict=True):
         s, t = instance_nodes(s_map, lab), instance_nodes(t_map, lab)
         if s.shape[0] == 0:
             continue
-        diff = cosine_matrix(s, bank_nodes) - cosine_matrix(t, bank_nodes)
-        terms.append((diff**2).sum() / (s.shape[0] * bank_nodes.shape[0]))
-    return torch.stack(terms).mean() if terms else student.new_zeros(())
+        for b in bank:
+            diff = cosine_matrix(s, b) - cosine_matrix(t, b)
+            total = total + 2 * (diff**2).sum() / (s.shape[0] * b.shape[0])
+    return total / k

@@ -6,29 +6,38 @@ The networks predict per-pixel embeddings, L2-normalised (16 channels), and a fo
 logit (:class:`~medistill.models.resunet.EmbeddingResUNet`). Supervision
 (:class:`InstanceEmbedding`, the teacher and the student without KD):
 
-    L_sup = affinity_weight * MSE(affinity(E), same-instance labels)   (the affinity-label term)
+    L_sup = affinity_weight * sum_c mean_p (aff_c(E) - same_instance_c)^2
           + foreground_weight * BCE(foreground logit, labels > 0)
 
-with the affinities of :func:`medistill.losses.affinity` at offsets {1, 3, 5, 9, 27} per axis,
-over valid (inside-the-image) positions only. Distillation (:class:`GraphRelationKD`), the
-paper's total loss with its terms named after the paper's subsections (the paper's equation
-numbers could not be checked here, so they are not quoted):
+with the affinities of :func:`medistill.losses.affinity` at offsets {1, 3, 5, 9, 27} per axis
+(c: the 10 affinity channels in 2-D, summed as in the authors' code; p: the valid, inside-the-
+image positions). Distillation (:class:`GraphRelationKD`), the paper's total loss with its
+terms named after the paper's subsections (the paper's equation numbers could not be checked
+here, so they are not quoted); B = images in the batch, K = ``bank_sample``:
 
     L = L_sup + agd_weight * L_AGD + node_weight * L_node + edge_weight * L_edge
               + inter_agd_weight * L_AGD^inter + inter_igd_weight * L_IGD^inter
 
-- ``L_AGD`` (AGD, intra-image): :class:`~medistill.losses.AffinityGraphKD` (weight 10);
-- ``L_node``, ``L_edge`` (IGD, intra-image): :class:`~medistill.losses.InstanceGraphKD`, nodes
-  = ground-truth instance means, edges = their cosine similarities / N^2 (weights 0.1 each);
-- ``L_AGD^inter`` (inter-image AGD): :func:`~medistill.losses.inter_image_agd` on 7x7
-  average-pooled maps against ``bank_sample`` (12) teacher maps drawn from the FIFO
-  :class:`~medistill.methods.memory_bank.MemoryBank` of ``bank_size`` (32) maps;
-- ``L_IGD^inter`` (inter-image IGD): :func:`~medistill.losses.inter_image_igd`, cross-image
-  edges only, against the teacher nodes of the same sampled bank images.
+- ``L_AGD`` = sum_c mean_p (aff_c(S) - aff_c(T))^2 (:class:`~medistill.losses.AffinityGraphKD`;
+  default weight 10, the authors' config);
+- ``L_node`` = mean over instances of ||n_S - n_T||_2, nodes = ground-truth instance means;
+  ``L_edge`` = sum((cos(n_S) - cos(n_T))^2) / N^2 (:class:`~medistill.losses.InstanceGraphKD`;
+  both averaged over the images with instances; weights 0.1 / 0.1, the authors' config);
+- ``L_AGD^inter`` = (B / K) sum_{j, i} mean_{p, q} ((s_jp . b_iq - t_jp . b_iq)^2) over the
+  7 x 7 / stride 7 average-pooled (ceil mode, not re-normalised) student / teacher maps of
+  batch image j and the pooled teacher map of each of the K bank images i
+  (:func:`~medistill.losses.inter_image_agd`; weight 1, the authors' ``CI_affinity_weight``);
+- ``L_IGD^inter`` = (1 / K) sum_{j, i} 2 sum((cos(S_j, B_i) - cos(T_j, B_i))^2) / (N_j M_i),
+  cross-image edges only (:func:`~medistill.losses.inter_image_igd`; weight 1, the authors'
+  ``CI_edge_weight``; their ``CI_node_weight`` is 0 and the term is left out).
 
-The inter-image weights default to the intra-image ones (10 and 0.1). The teacher is frozen;
-after each step the batch's teacher embeddings and instance masks are pushed into the bank
-(after sampling, so an image is never compared with itself). :meth:`deployable` is the student.
+The (B / K) and (1 / K) factors are the authors' ``/ contrast_size * batch_size`` applied to
+a loss summed over the pairs (AGD) or averaged over the batch (IGD). K is ``bank_sample``
+even while the bank holds fewer maps, as in the authors' code. The teacher is frozen; after
+each step the batch's teacher maps are pushed into the FIFO
+:class:`~medistill.methods.memory_bank.MemoryBank` of ``bank_size`` (32) entries, AFTER
+sampling, so an image is never compared with itself (the authors push first, so the current
+batch can be drawn). :meth:`deployable` is the student.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from medistill.losses import (
     instance_nodes,
     inter_image_agd,
     inter_image_igd,
+    pooled_nodes,
 )
 from medistill.losses.affinity import DEFAULT_OFFSETS
 from medistill.methods.base import Method, freeze
@@ -111,17 +121,24 @@ class InstanceEmbedding(Method):
 
 class GraphRelationKD(InstanceEmbedding):
     """A student embedding network distilled from a frozen teacher with the chosen ``terms``
-    (any of ``agd``, ``igd``, ``inter_agd``, ``inter_igd``; presets ``intra``, ``full``)."""
+    (any of ``agd``, ``igd``, ``inter_agd``, ``inter_igd``; presets ``intra``, ``full``).
+
+    With an inter-image term, the memory bank (its entries, write pointer, fill count and
+    sampling RNG state) is part of :meth:`trainable_state`, so training checkpoints carry it
+    and a resumed run continues exactly (single process: with several processes each keeps
+    its own bank and the checkpoint holds rank 0's).
+    """
 
     frozen_prefixes = ("teacher",)
+    BANK_PREFIX = "bank."
 
     def __init__(self, teacher: EmbeddingResUNet, student: EmbeddingResUNet,
                  terms: Sequence[str] = KD_TERMS, offsets: Sequence[int] = DEFAULT_OFFSETS,
                  agd_weight: float = 10.0, node_weight: float = 0.1, edge_weight: float = 0.1,
-                 inter_agd_weight: float = 10.0, inter_igd_weight: float = 0.1,
+                 inter_agd_weight: float = 1.0, inter_igd_weight: float = 1.0,
                  bank_size: int = 32, bank_sample: int = 12, pool: int = 7,
                  affinity_weight: float = 1.0, foreground_weight: float = 1.0,
-                 postprocess: dict | None = None) -> None:
+                 postprocess: dict | None = None, bank_seed: int | None = None) -> None:
         super().__init__(student, offsets, affinity_weight, foreground_weight, postprocess)
         bad = [t for t in terms if t not in KD_TERMS]
         if bad or not terms:
@@ -137,21 +154,43 @@ class GraphRelationKD(InstanceEmbedding):
         self.weights = {"agd": float(agd_weight), "node": float(node_weight),
                         "edge": float(edge_weight), "inter_agd": float(inter_agd_weight),
                         "inter_igd": float(inter_igd_weight)}
-        self.bank = MemoryBank(bank_size)
+        self.uses_bank = any(term in self.terms for term in INTER_TERMS)
+        seed = torch.initial_seed() if bank_seed is None else bank_seed
+        self.bank = MemoryBank(bank_size, seed)
         self.bank_sample = int(bank_sample)
         self.pool = int(pool)
 
+    # -- the bank in checkpoints ------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        state = super().trainable_state()
+        if self.uses_bank:
+            state.update(self.bank.state(self.BANK_PREFIX))
+        return state
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        if self.uses_bank:  # first, so that the key / shape check below sees the same bank
+            self.bank.load_state(state, self.BANK_PREFIX, source)
+        super().load_trainable_state(state, source)
+
+    # -- training ---------------------------------------------------------------------------
+    def _bank_entries(self, t: torch.Tensor, labels: torch.Tensor
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """What the bank keeps of each teacher map: its pooled nodes (inter-image AGD) and its
+        instance nodes (inter-image IGD). The teacher is frozen, so this equals storing the
+        maps and masks and deriving both when sampled, as the authors do, at a fraction of the
+        memory and checkpoint size."""
+        pooled = pooled_nodes(t, self.pool)
+        return [(p, instance_nodes(e, lab)) for p, e, lab in zip(pooled, t, labels, strict=True)]
+
     def _inter(self, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                out: dict[str, torch.Tensor]) -> None:
-        entries = self.bank.sample(self.bank_sample)
-        zero = s.new_zeros(())
+        entries = [tuple(x.to(s.device) for x in e) for e in self.bank.sample(self.bank_sample)]
         if "inter_agd" in self.terms:
-            out["inter_agd"] = (inter_image_agd(s, t, [e for e, _ in entries], self.pool)
-                                if entries else zero)
+            out["inter_agd"] = inter_image_agd(s, t, [p for p, _ in entries], self.pool,
+                                               self.bank_sample)
         if "inter_igd" in self.terms:
-            nodes = [instance_nodes(e, lab) for e, lab in entries]
-            bank_nodes = torch.cat(nodes) if nodes else s.new_zeros((0, s.shape[1]))
-            out["inter_igd"] = inter_image_igd(s, t, labels, bank_nodes)
+            out["inter_igd"] = inter_image_igd(s, t, labels, [n for _, n in entries],
+                                               self.bank_sample)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         x, labels = batch["image"], batch["labels"]
@@ -167,11 +206,12 @@ class GraphRelationKD(InstanceEmbedding):
             out["igd_node"], out["igd_edge"] = self.igd(s, t, labels)
             loss = (loss + self.weights["node"] * out["igd_node"]
                     + self.weights["edge"] * out["igd_edge"])
-        if any(term in self.terms for term in INTER_TERMS):
+        if self.uses_bank:
             self._inter(s, t, labels, out)
             for term in INTER_TERMS:
                 if term in out:
                     loss = loss + self.weights[term] * out[term]
-            self.bank.push(t, labels)
+            with torch.no_grad():
+                self.bank.push(self._bank_entries(t, labels))
         out["loss"] = loss
         return out

@@ -6,16 +6,23 @@ From a predicted and a true instance map (``(H, W)`` ints, 0 = background, same 
   the predicted instance of highest IoU; ``sum |G ∩ P| / (sum |G ∪ P| + sum |unused P|)``;
 - ``dq``, ``sq``, ``pq``: panoptic quality at IoU > 0.5 (Kirillov et al., 2019): pairs with
   IoU > 0.5 are matches (unique by construction); DQ = TP / (TP + FP/2 + FN/2), SQ = mean
-  IoU of the matches, PQ = DQ x SQ;
+  IoU of the matches, PQ = DQ x SQ. An image with instances but no match has SQ = 0 (as in
+  HoVer-Net's ``get_fast_pq``, ``sum(IoU) / (TP + 1e-6)``), so it counts in the dataset mean
+  of SQ instead of being left out;
 - ``f1``: object-level detection F1 with the same IoU > 0.5 matching, which is DQ by
   definition (reported under both names, as nuclei papers do);
-- ``voi_split``, ``voi_merge``: variation of information (skimage's
+- ``voi_split``, ``voi_merge``: variation of information in bits (skimage's
   ``variation_of_information`` with the truth as ``image0``): split = H(pred | truth)
-  (over-segmentation), merge = H(truth | pred) (under-segmentation), background included;
+  (over-segmentation), merge = H(truth | pred) (under-segmentation), over the true
+  foreground only (``ignore_labels=(0,)``, the graph-relation authors' convention: predicted
+  background inside a true instance still counts; false foreground on true background does
+  not); NaN when the truth has no foreground;
+- ``voi_split_bg``, ``voi_merge_bg``: the same with the background included as one region
+  of each map (so false foreground on true background counts too);
 - ``arand``: adapted Rand error (skimage's ``adapted_rand_error``, true background ignored).
 
 Empty images: truth and prediction both empty give aji = dq = sq = pq = f1 = 1; one of them
-empty gives 0 (sq NaN: no match). NaN values are left out of the means.
+empty gives 0 (sq 0 too: no match). NaN values are left out of the means.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from medistill.errors import DataError
 from medistill.metrics.segmentation import bootstrap_mean
 
 INSTANCE_METRICS: tuple[str, ...] = ("aji", "pq", "dq", "sq", "f1", "voi_split", "voi_merge",
-                                     "arand")
+                                     "arand", "voi_split_bg", "voi_merge_bg")
 #: higher is better for these; lower for the VOI terms and ARAND
 HIGHER_IS_BETTER = frozenset({"aji", "pq", "dq", "sq", "f1"})
 
@@ -96,7 +103,7 @@ def panoptic_quality(pred: ArrayLike, truth: ArrayLike, iou_threshold: float = 0
     if tp + fp + fn == 0:
         return {"dq": 1.0, "sq": 1.0, "pq": 1.0, "tp": 0, "fp": 0, "fn": 0}
     dq = tp / (tp + 0.5 * fp + 0.5 * fn)
-    sq = float(iou[matched].mean()) if tp else float("nan")
+    sq = float(iou[matched].mean()) if tp else 0.0  # HoVer-Net: no match -> 0
     return {"dq": dq, "sq": sq, "pq": dq * sq if tp else 0.0, "tp": tp, "fp": fp, "fn": fn}
 
 
@@ -109,11 +116,16 @@ def instance_case_metrics(pred: ArrayLike, truth: ArrayLike) -> dict[str, float]
         raise DataError(f"prediction {p.shape} and truth {t.shape} differ in shape")
     overlaps = _overlaps(p, t)
     pq = panoptic_quality(p, t, overlaps=overlaps)
-    split, merge = variation_of_information(t, p)
-    arand = adapted_rand_error(t, p)[0] if t.any() else float("nan")
+    split_bg, merge_bg = variation_of_information(t, p)
+    if t.any():
+        split, merge = variation_of_information(t, p, ignore_labels=(0,))
+        arand = adapted_rand_error(t, p)[0]
+    else:
+        split = merge = arand = float("nan")
     return {"aji": aji(p, t, overlaps), "pq": pq["pq"], "dq": pq["dq"], "sq": pq["sq"],
             "f1": pq["dq"], "voi_split": float(split), "voi_merge": float(merge),
-            "arand": float(arand)}
+            "arand": float(arand), "voi_split_bg": float(split_bg),
+            "voi_merge_bg": float(merge_bg)}
 
 
 def instance_report(cases: Sequence[Mapping[str, float]], n_resamples: int = 10_000,

@@ -49,14 +49,14 @@ class GraphKDConfig(StrictModel):
     offsets: list[int] = Field([1, 3, 5, 9, 27], min_length=1)
     affinity_weight: float = Field(1.0, ge=0, description="affinity-label supervision")
     foreground_weight: float = Field(1.0, ge=0, description="foreground BCE")
-    agd_weight: float = Field(10.0, ge=0)
+    agd_weight: float = Field(10.0, ge=0, description="the authors' affinity_weight")
     node_weight: float = Field(0.1, ge=0)
     edge_weight: float = Field(0.1, ge=0)
-    inter_agd_weight: float = Field(10.0, ge=0)
-    inter_igd_weight: float = Field(0.1, ge=0)
-    bank_size: int = Field(32, ge=1)
-    bank_sample: int = Field(12, ge=1)
-    pool: int = Field(7, ge=1, description="inter-image AGD pooled size")
+    inter_agd_weight: float = Field(1.0, ge=0, description="the authors' CI_affinity_weight")
+    inter_igd_weight: float = Field(1.0, ge=0, description="the authors' CI_edge_weight")
+    bank_size: int = Field(32, ge=1, description="the authors' memory_size")
+    bank_sample: int = Field(12, ge=1, description="the authors' contrast_size")
+    pool: int = Field(7, ge=1, description="inter-image AGD pooling kernel = stride")
 
 
 class PostprocessConfig(StrictModel):
@@ -271,16 +271,20 @@ def _notes(r: GraphRelationRecipe, n_train: int, n_val: int, n_test: int) -> lis
         "per image and epoch; evaluation on whole images, predictions resized back (nearest) "
         "to the original labels.",
         f"Embeddings: L2-normalised, affinities at offsets {k.offsets} per axis (border "
-        f"positions masked). Supervision: {k.affinity_weight} x affinity MSE + "
-        f"{k.foreground_weight} x foreground BCE. KD weights: AGD {k.agd_weight}, IGD node "
-        f"{k.node_weight}, edge {k.edge_weight}; inter-image AGD {k.inter_agd_weight}, IGD "
-        f"{k.inter_igd_weight}; FIFO memory bank of {k.bank_size} teacher maps, "
-        f"{k.bank_sample} sampled per step, inter-image AGD on {k.pool}x{k.pool} pooled maps.",
+        f"positions masked). Supervision: {k.affinity_weight} x affinity MSE (summed over "
+        f"the affinity channels) + {k.foreground_weight} x foreground BCE. KD weights: AGD "
+        f"{k.agd_weight}, IGD node {k.node_weight}, edge {k.edge_weight}; inter-image AGD "
+        f"{k.inter_agd_weight} x batch / {k.bank_sample}, IGD edge {k.inter_igd_weight} / "
+        f"{k.bank_sample} (sums over the sampled bank maps); FIFO memory bank of "
+        f"{k.bank_size} teacher maps, {k.bank_sample} sampled per step, inter-image AGD on "
+        f"{k.pool}x{k.pool}-kernel, stride-{k.pool} average-pooled maps.",
         f"Post-processing: {pp}; foreground probability > {p.fg_threshold}; instances under "
         f"{p.min_size} px dropped.",
         "AJI: aggregated Jaccard index; PQ = DQ x SQ at IoU > 0.5; F1 = object detection F1 at "
-        "IoU > 0.5 (= DQ); VOI split = H(pred | truth), merge = H(truth | pred) (nats); ARAND: "
-        "adapted Rand error (lower is better for VOI and ARAND).",
+        "IoU > 0.5 (= DQ); SQ = 0 for an image without matches (HoVer-Net); VOI split = "
+        "H(pred | truth), merge = H(truth | pred) in bits over the true foreground (true "
+        "background ignored, the authors' convention; 'bg incl.': background counted); "
+        "ARAND: adapted Rand error (lower is better for VOI and ARAND).",
         f"GFLOPs = 2 x multiply-adds of one forward pass on a {r.eval.latency_size} px input; "
         "latency = median CPU wall time per image at batch size 1.",
         "Model selection: the best validation AJI epoch, or (no validation split) the epoch "
