@@ -166,6 +166,30 @@ def test_teacher_checkpoint_in_a_recipe_is_refused(tmp_path, name):
     assert not marker.exists()
 
 
+def test_resuming_a_run_refuses_an_evil_last_pt(tmp_path):
+    from instance_fixtures import write_instance_dataset
+
+    from medistill.pipelines.base import Pipeline
+
+    root = write_instance_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 1})
+    recipe = load_recipe(ROOT / "recipes" / "graph_relation_monuseg.yaml", [
+        f"data.root={root}", "data.crop_size=24", "data.splits={train: train, val: val, "
+        "test: test}", "seeds=[0]", "train.tensorboard=false", "train.progress=false"])
+    out = tmp_path / "run"
+    Pipeline(recipe, out).start()  # a medistill run folder with this recipe
+    marker = tmp_path / "marker"
+    evil_model_file(out / "seed0" / "teacher" / "last.pt", marker)
+    with pytest.raises(CheckpointError, match=REFUSED):
+        run_recipe(recipe, out, resume=True, progress=False)
+    assert not marker.exists()
+
+
+def test_a_model_file_without_its_spec_is_refused(tmp_path):
+    path = save_checkpoint({"format": MODEL_FORMAT, "classes": ["a"]}, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="m.pt is not a medistill model file"):
+        load_model(path)
+
+
 # --------------------------------------------------------------------------- command line
 
 

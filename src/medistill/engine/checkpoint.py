@@ -148,8 +148,13 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{path} is not a medistill model file (format {ckpt.get('format')!r}); "
             "use a run's best.pt or model.pt"
         )
-    spec = ckpt["model"]
-    model = create_model(spec["name"], num_classes=len(ckpt["classes"]), **spec.get("kwargs", {}))
+    spec, classes = ckpt.get("model"), ckpt.get("classes")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("kwargs", {}), dict) and isinstance(classes, list)
+            and isinstance(ckpt.get("state_dict"), dict)):
+        raise CheckpointError(f"{path} is not a medistill model file (no model, classes or "
+                              "state_dict)")
+    model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
     load_state_strict(model, ckpt["state_dict"], str(path))
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
