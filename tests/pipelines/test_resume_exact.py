@@ -101,8 +101,8 @@ CASES = [
     pytest.param("resolution_kd", marks=SLOW),
     pytest.param("more_from_less", marks=SLOW),
     pytest.param("hlfd", marks=SLOW),
-    "mil_fusion",
-    "graph_relation_intra",  # these two: a few seconds, run by default
+    "mil_fusion",  # this and the graph cases: seconds, run by default
+    "graph_relation_intra",
     pytest.param("graph_relation", marks=pytest.mark.xfail(
         strict=True, reason="memory bank not checkpointed yet; graph helper")),
 ]
