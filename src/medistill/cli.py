@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,6 +103,26 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
         print_table(runs)
 
 
+@contextmanager
+def _resume_hint(command: list[str]) -> Iterator[None]:
+    """Ctrl-C: no traceback, one line with the command that resumes the run, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from medistill.engine.distributed import is_main
+
+        if is_main():
+            typer.echo(f"interrupted; resume with: {shlex.join(command)}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _resume_command(name: str, *args: str, set_: list[str] | None, out: Path,
+                    progress: bool) -> list[str]:
+    sets = [x for s in set_ or [] for x in ("--set", s)]
+    return ["medistill", name, *args, "--out", str(out), *sets,
+            *([] if progress else ["--no-progress"]), "--resume"]
+
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
@@ -127,18 +149,22 @@ def run(
         if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
             raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
                               "training yet; run it with one process")
+    hint = _resume_command("run", str(recipe), *(["--nproc", str(nproc)] if nproc > 1 else []),
+                           set_=set_, out=out, progress=progress)
     if nproc > 1:
         from torch.multiprocessing import ProcessRaisedException
 
         try:
-            launch(_run_worker, nproc, str(recipe), list(set_ or []), str(out), resume,
-                   progress)
+            with _resume_hint(hint):
+                launch(_run_worker, nproc, str(recipe), list(set_ or []), str(out), resume,
+                       progress)
         except ProcessRaisedException as e:
             last = str(e).strip().splitlines()[-1]
             raise RecipeError(f"a training process failed: {last}") from None
         results = json.loads((out / "results.json").read_text())
     else:
-        results = run_recipe(cfg, out, resume=resume, progress=progress and is_main())
+        with _resume_hint(hint):
+            results = run_recipe(cfg, out, resume=resume, progress=progress and is_main())
         if not is_main():
             return
     _print_runs(results["runs"])
@@ -297,7 +323,8 @@ def demo(
     from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
 
     cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
-    results = run_recipe(cfg, out, resume=resume, progress=progress)
+    with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
+        results = run_recipe(cfg, out, resume=resume, progress=progress)
     _print_runs(results["runs"])
     typer.echo(f"report: {out / 'report.html'}")
 

@@ -1,9 +1,18 @@
-"""Atomic checkpoint writing and strict, clearly-failing loading."""
+"""Atomic checkpoint writing and strict, clearly-failing, weights-only loading.
+
+Model files are shared between labs, and unpickling an arbitrary ``.pt`` runs whatever code
+its pickle names. So every file is read with ``torch.load(weights_only=True)``, which only
+rebuilds tensors and plain data, and medistill only ever writes such files: :func:`save_checkpoint`
+refuses (before writing) any value that is not a tensor, ``torch.Size``/``dtype``/``device``
+or plain JSON-like data (dict, list, tuple, str, int, float, bool, None).
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +48,59 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+_SCALARS = (str, int, float, bool, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming the first value of ``obj`` that a weights-only
+    load would refuse (exact types: a numpy float or a ``Path`` is not plain data)."""
+    kind = type(obj)
+    if kind in (dict, OrderedDict):
+        for k, v in obj.items():
+            if type(k) not in (str, int):
+                raise CheckpointError(f"{where}: key {k!r} is a {type(k).__name__}, "
+                                      "not a str or int")
+            check_plain(v, f"{where}.{k}")
+    elif kind in (list, tuple):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    elif kind not in _SCALARS and kind not in (torch.Tensor, nn.Parameter):
+        raise CheckpointError(
+            f"{where} is a {kind.__module__}.{kind.__qualname__}; medistill files hold only "
+            "tensors and plain data (dict, list, str, int, float, bool, None)")
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` that never leaves a half-written file at ``path``."""
+    """``torch.save`` that never leaves a half-written file at ``path`` and only writes what
+    :func:`load_checkpoint` reads back weights-only (checked before anything is written)."""
+    check_plain(obj, Path(path).name)
     return atomic_write_bytes(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`save_checkpoint`, weights-only: a pickle that names any
+    other Python object (code to run, e.g. ``os.system``) is refused without running it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001  (pickle/zip errors of many kinds)
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise CheckpointError(
+                f"{path} is not a medistill model file: it holds Python objects other than "
+                "tensors and plain data (refused unread; it may run code)") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001  (zip/storage errors of many kinds)
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} is not a medistill checkpoint")
+        raise CheckpointError(f"{path} is not a medistill model file")
     return obj
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def check_state(own: dict[str, torch.Tensor], state: dict[str, Any], source: str) -> None:
@@ -102,8 +148,13 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{path} is not a medistill model file (format {ckpt.get('format')!r}); "
             "use a run's best.pt or model.pt"
         )
-    spec = ckpt["model"]
-    model = create_model(spec["name"], num_classes=len(ckpt["classes"]), **spec.get("kwargs", {}))
+    spec, classes = ckpt.get("model"), ckpt.get("classes")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("kwargs", {}), dict) and isinstance(classes, list)
+            and isinstance(ckpt.get("state_dict"), dict)):
+        raise CheckpointError(f"{path} is not a medistill model file (no model, classes or "
+                              "state_dict)")
+    model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
     load_state_strict(model, ckpt["state_dict"], str(path))
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}

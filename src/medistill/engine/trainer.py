@@ -280,11 +280,7 @@ class Trainer:
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "state": state,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                },
+                "rng": rng_state(),
             },
             path,
         )
@@ -296,7 +292,29 @@ class Trainer:
         self.method.load_trainable_state(ckpt["method"], str(path))
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        set_rng_state(ckpt["rng"])
         return ckpt["state"]
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states as tensors and plain data (weights-only
+    loadable: numpy's key array becomes an int64 tensor, python's state tuple lists)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": list(internal),
+                   "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))

@@ -1,13 +1,28 @@
 """What every recipe pipeline shares: per-stage training settings, the output folder's life
 cycle (refuse to overwrite, ``recipe.json``, ``results.json`` + report at the end) and training
 one run with the trainer (skipped when its ``train_done.json`` exists, so ``--resume`` picks up
-where a run stopped). Under DDP every rank trains; rank 0 writes."""
+where a run stopped). Under DDP every rank trains; rank 0 writes.
+
+Output folders: medistill writes only into a folder it created, marked by a ``.medistill-run``
+file written when the run starts; an existing non-empty folder without it is refused.
+
+Resume: the recipe must be the one saved in ``recipe.json``, except for the keys of
+:data:`RESUME_MAY_CHANGE`, which cannot change finished work: which ``runs`` and ``seeds`` to
+run and report (each run trains and is evaluated on its own), and how training is shown and
+fed (``progress``, ``tensorboard``, ``num_workers``, ``pin_memory`` of ``train`` and of every
+stage; data order and augmentation depend only on seeds and epochs). Everything else is refused
+naming the keys -- e.g. more ``train.epochs`` (the finished cosine schedule would train them at
+lr 0) or another ``eval.n_resamples`` (finished runs keep their cached ``eval.json``, so the
+report would mix two settings).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text
@@ -27,6 +42,51 @@ class StagedRecipe(StrictModel):
         return cfg.model_copy(update={"seed": seed})
 
 
+#: the file that marks a folder as a medistill run (see the module docstring)
+RUN_MARKER = ".medistill-run"
+#: recipe keys a resumed run may change (top-level names, or the last part of a ``train.*`` /
+#: ``stages.<stage>.*`` key)
+RESUME_MAY_CHANGE = {"runs", "seeds"}
+RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory"}
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _may_change(key: str) -> bool:
+    parts = key.split(".")
+    if parts[0] in RESUME_MAY_CHANGE:
+        return True
+    return parts[0] in ("train", "stages") and parts[-1] in RESUME_MAY_CHANGE_TRAIN
+
+
+def recipe_changes(saved: dict[str, Any], recipe: BaseModel) -> list[str]:
+    """The dotted keys where ``recipe`` differs from a saved ``recipe.json`` and that a resumed
+    run may not change."""
+    old, new = _flat(saved), _flat(json.loads(recipe.model_dump_json()))
+    return sorted(k for k in set(old) | set(new)
+                  if old.get(k, "<unset>") != new.get(k, "<unset>") and not _may_change(k))
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse a folder that is not a medistill run, or (unless resuming) already has one."""
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).is_file():
+        raise RecipeError(f"--out {out} is not empty and is not a medistill run folder (no "
+                          f"{RUN_MARKER}); medistill writes only into folders it created: "
+                          "choose another --out")
+    if (out / "recipe.json").exists() and not resume:
+        raise RecipeError(f"{out} already has a run; pass --resume or another --out")
+
+
 class Pipeline:
     """Base of the recipe pipelines: ``run()`` trains, evaluates and reports."""
 
@@ -41,14 +101,29 @@ class Pipeline:
         self.progress = progress
 
     def start(self) -> None:
-        """Refuse an output folder that already has a run (unless resuming), then record the
-        recipe. Call after the data has been read, so bad data leaves nothing behind."""
-        if (self.out / "recipe.json").exists() and not self.resume:
-            raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
+        """Refuse an output folder that is not a medistill run, that already has a run (unless
+        resuming) or whose run had another recipe; then mark the folder and record the recipe.
+        Call after the data has been read, so bad data leaves nothing behind."""
+        check_out_dir(self.out, self.resume)
+        saved = self.out / "recipe.json"
+        if self.resume and saved.is_file():
+            try:
+                old = json.loads(saved.read_text())
+            except (OSError, ValueError) as e:
+                raise RecipeError(f"{saved}: cannot read the saved recipe: {e}") from None
+            changed = recipe_changes(old if isinstance(old, dict) else {}, self.r)
+            if changed:
+                more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+                raise RecipeError(
+                    f"--resume: the recipe differs from {saved} at {', '.join(changed[:5])}"
+                    f"{more}; resume with the same settings or start another --out")
         barrier()  # every rank has checked before rank 0 writes
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "recipe.json", self.r.model_dump_json(indent=2))
+            if not (self.out / RUN_MARKER).is_file():
+                atomic_write_text(self.out / RUN_MARKER, json.dumps(
+                    {"format": "medistill-run/1", "method": getattr(self.r, "method", None)}))
+            atomic_write_text(saved, self.r.model_dump_json(indent=2))
 
     def fit(self, run: str, method: Any, train_set: Any, val_set: Any, cfg: TrainConfig,
             meta: dict[str, Any], num_classes: int | None) -> Path:
