@@ -49,6 +49,8 @@ class TrainConfig(StrictModel):
         "none", description="autocast dtype (bf16/fp16 only where the device has fast units)")
     progress: bool = True
     tensorboard: bool = True
+    diag_every: int = Field(50, ge=0, description="gradient share of every loss term every N "
+                            "steps and at the first (steps.csv); 0: off")
 
 
 class SplitNames(StrictModel):
