@@ -73,17 +73,18 @@ def gradient_shares(terms: Mapping[str, torch.Tensor], loss: torch.Tensor,
     """
     total = _grad(loss, params, scale)
     total_norm = math.sqrt(_dot(total, total))
-    stats: dict[str, float] = {"grad_norm": total_norm / scale}
-    norms = {}
+    norms, cosines = {}, {}
     for name, value in terms.items():
         g = _grad(value, params, scale)
         norms[name] = math.sqrt(_dot(g, g))
         denom = norms[name] * total_norm
-        stats[COS + name] = _dot(g, total) / denom if denom > 0 else math.nan
+        cosines[name] = _dot(g, total) / denom if denom > 0 else math.nan
     norm_sum = sum(norms.values())
+    stats: dict[str, float] = {"grad_norm": total_norm / scale}
     for name, norm in norms.items():
         stats[NORM + name] = norm / scale
         stats[SHARE + name] = norm / norm_sum if norm_sum > 0 else math.nan
+        stats[COS + name] = cosines[name]
     return stats
 
 
@@ -119,7 +120,7 @@ class StepMonitor:
     def write(self, logger: Any = None) -> None:
         """Rewrite ``steps.csv`` (atomically) and send the new rows to ``logger``'s
         TensorBoard (``logger.log_steps``). Nothing to do if no row is new."""
-        if self._written == len(self.rows) and self.path.is_file():
+        if not self.rows or (self._written == len(self.rows) and self.path.is_file()):
             return
         keys: list[str] = []
         for row in self.rows:
