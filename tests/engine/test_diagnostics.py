@@ -197,3 +197,18 @@ def test_summary_flags_terms_under_one_percent():
     assert b2.untested
     (c,) = summarise_steps([{"epoch": 1, "step": 1, "loss": 1.0, "term_c": 1.0}])
     assert c.mean_share is None and not c.untested  # no diagnostic step: nothing to say
+
+
+def test_tensorboard_gets_the_step_scalars(tmp_path):
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator").EventAccumulator
+    method = _TwoTerms()
+    cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-2, optimizer="sgd", progress=False,
+                      tensorboard=True, seed=3, diag_every=4)
+    Trainer(method, _Data(), None, cfg, tmp_path).fit()
+    events = accumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("step/term_l1")] == list(range(1, 9))
+    assert [e.step for e in events.Scalars("step/share_mse")] == [1, 4, 8]
+    assert "train_term/mse" in tags
