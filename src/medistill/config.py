@@ -33,6 +33,8 @@ class TrainConfig(StrictModel):
     step_size: int = Field(30, ge=1)
     gamma: float = Field(0.1, gt=0)
     max_grad_norm: float | None = None
+    diag_every: int = Field(50, ge=0, description="gradient share of every loss term every N "
+                            "steps and at the first (steps.csv); 0: off")
     select_metric: Literal[
         "accuracy", "macro_f1", "macro_precision", "macro_recall", "ovr_accuracy",
         "dice", "iou",  # segmentation methods' validation scores

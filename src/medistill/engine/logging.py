@@ -10,7 +10,8 @@ from medistill.engine.checkpoint import atomic_write_text
 
 
 class RunLogger:
-    """Writes ``log.csv`` (one row per epoch) and TensorBoard scalars under ``tb/``."""
+    """Writes ``log.csv`` (one row per epoch) and TensorBoard scalars under ``tb/`` (also the
+    per-step rows of :mod:`medistill.engine.diagnostics`)."""
 
     def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
         self.out_dir = Path(out_dir)
@@ -42,6 +43,15 @@ class RunLogger:
             for k, v in row.items():
                 if k != "epoch":
                     self._tb.add_scalar(k, v, int(row["epoch"]))
+            self._tb.flush()
+
+    def log_steps(self, rows: list[dict[str, float]]) -> None:
+        """Per-step rows of ``steps.csv`` as TensorBoard scalars ``step/<column>``."""
+        if self._tb is not None and rows:
+            for row in rows:
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        self._tb.add_scalar(f"step/{k}", v, int(row["step"]))
             self._tb.flush()
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from medistill.config import TrainConfig
 from medistill.engine import distributed as dist_
 from medistill.engine.checkpoint import load_checkpoint, save_checkpoint, save_model
+from medistill.engine.diagnostics import StepMonitor
 from medistill.engine.logging import RunLogger
 from medistill.errors import CheckpointError, TrainingError
 from medistill.methods.base import Method
@@ -86,7 +87,9 @@ class Trainer:
 
     Files written to ``out_dir``: ``last.pt`` (full training state, every epoch), ``best.pt``
     (the deployable model of the best validation epoch, with ``model_meta``), ``log.csv``,
-    ``tb/`` (TensorBoard) and ``train_done.json`` once training has finished.
+    ``steps.csv`` (every loss term per step, gradient shares every ``diag_every`` steps: see
+    :mod:`medistill.engine.diagnostics`), ``tb/`` (TensorBoard) and ``train_done.json`` once
+    training has finished.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Trainer:
         self.num_classes = num_classes
         self.desc = desc
         self.device = resolve_device(dist_.device_for_rank(config.device))
+        self.monitor: StepMonitor | None = None
 
     # -- construction -----------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -185,6 +189,8 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.method, find_unused_parameters=True)
         main = dist_.is_main()
         logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard) if main else None
+        self.monitor = StepMonitor(self.method, self.out_dir, self.cfg.diag_every, state["epoch"],
+                                   gradients=self.ddp is None) if main else None
         select = f"val_{self.cfg.select_metric}"
         try:
             for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
@@ -199,6 +205,7 @@ class Trainer:
                                    self.out_dir / "best.pt")
                 state["epoch"] = epoch
                 if main:
+                    self.monitor.write(logger)
                     self._save(last, opt, sched, state)
                     logger.log_epoch(state["history"])
                 dist_.barrier()  # every rank sees the files of this epoch
@@ -207,6 +214,7 @@ class Trainer:
                     tqdm.write(f"[{self.desc}] epoch {epoch}/{self.cfg.epochs} {shown}")
         finally:
             if logger is not None:
+                self.monitor.write()  # also the steps of an epoch cut short (kept for a look)
                 logger.close()
         return {"best_epoch": state["best_epoch"], "best_score": state["best"],
                 "select_metric": select, "history": state["history"]}
@@ -244,6 +252,8 @@ class Trainer:
                     f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
                     "try a lower learning rate"
                 )
+            if self.monitor is not None:
+                self.monitor.step(epoch, (epoch - 1) * len(loader) + step, out, scaler)
             scaler.scale(loss / accum).backward()
             if step % accum == 0 or step == len(loader):
                 if self.cfg.max_grad_norm:

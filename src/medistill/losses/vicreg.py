@@ -83,12 +83,15 @@ class VICRegLoss(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted loss; with ``return_terms=True`` also the dict of :meth:`terms`."""
         terms = self.terms(z_a, z_b)
-        loss = (
-            self.sim_weight * terms["invariance"]
-            + self.var_weight * terms["variance"]
-            + self.cov_weight * terms["covariance"]
-        )
+        weighted = self.weighted(terms)
+        loss = weighted["invariance"] + weighted["variance"] + weighted["covariance"]
         return (loss, terms) if return_terms else loss
+
+    def weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`terms` times their weights (lambda s, mu v, nu c); their sum is the loss."""
+        return {"invariance": self.sim_weight * terms["invariance"],
+                "variance": self.var_weight * terms["variance"],
+                "covariance": self.cov_weight * terms["covariance"]}
 
     def _variance(self, z: torch.Tensor) -> torch.Tensor:
         std = torch.sqrt(z.var(dim=0, unbiased=True) + self.eps)

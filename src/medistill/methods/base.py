@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Mapping
+
 import torch
 from torch import nn
+
+#: key prefix, in a training step's output, of one weighted term of the loss
+TERM_PREFIX = "term/"
 
 
 class Method(nn.Module):
@@ -11,7 +18,12 @@ class Method(nn.Module):
 
     Subclasses implement:
         ``training_step(batch) -> dict``: the scalar ``"loss"`` to minimise plus any named
-            components to log (tensors or floats);
+            components to log (tensors or floats). A loss made of several terms is built with
+            :func:`weighted_loss`: each WEIGHTED term (a tensor with its graph) is stored as
+            ``"term/<name>"`` and ``"loss"`` is their sum, so the trainer can log every term
+            and measure its share of the gradient (:mod:`medistill.engine.diagnostics`). The
+            other keys (e.g. the unweighted components) are only logged; a loss without
+            ``term/`` keys counts as the single term ``loss``;
         ``predict(batch) -> (logits, labels)``: evaluation outputs of the deployable model;
         ``deployable() -> nn.Module``: the model that is evaluated, checkpointed and exported.
 
@@ -76,3 +88,21 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module.eval()
+
+
+def weighted_loss(out: dict, terms: Mapping[str, torch.Tensor]) -> dict:
+    """Store the weighted ``terms`` in ``out`` as ``term/<name>`` and set ``out["loss"]`` to
+    their sum, added in the given order (so ``a + b + c`` gives the same bits as written out).
+    Returns ``out``."""
+    if not terms:
+        raise ValueError("weighted_loss needs at least one term")
+    for name, value in terms.items():
+        out[TERM_PREFIX + name] = value
+    out["loss"] = functools.reduce(operator.add, terms.values())
+    return out
+
+
+def loss_terms(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weighted terms of a training step's output (``{"loss": loss}`` if it has none)."""
+    terms = {k[len(TERM_PREFIX):]: v for k, v in out.items() if k.startswith(TERM_PREFIX)}
+    return terms or {"loss": out["loss"]}

@@ -59,7 +59,7 @@ from medistill.losses import (
     pooled_nodes,
 )
 from medistill.losses.affinity import DEFAULT_OFFSETS
-from medistill.methods.base import Method, freeze
+from medistill.methods.base import Method, freeze, weighted_loss
 from medistill.methods.memory_bank import MemoryBank
 from medistill.models.resunet import EmbeddingResUNet
 
@@ -84,17 +84,16 @@ class InstanceEmbedding(Method):
         self.postprocess = dict(postprocess or {})
 
     def supervised(self, emb: torch.Tensor, fg: torch.Tensor, labels: torch.Tensor
-                   ) -> dict[str, torch.Tensor]:
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The components ``{"affinity", "foreground"}`` and their weighted terms (L_sup)."""
         aff = self.affinity_loss(emb, labels)
         bce = F.binary_cross_entropy_with_logits(fg[:, 0], (labels > 0).to(fg.dtype))
         wa, wf = self.sup_weights
-        return {"affinity": aff, "foreground": bce, "sup": wa * aff + wf * bce}
+        return {"affinity": aff, "foreground": bce}, {"affinity": wa * aff, "foreground": wf * bce}
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         emb, fg = self.deployable().embed(batch["image"])
-        out = self.supervised(emb, fg, batch["labels"])
-        out["loss"] = out["sup"]
-        return out
+        return weighted_loss(*self.supervised(emb, fg, batch["labels"]))
 
     def deployable(self) -> EmbeddingResUNet:
         return self.model
@@ -197,21 +196,19 @@ class GraphRelationKD(InstanceEmbedding):
         with torch.no_grad():
             t, _ = self.teacher.embed(x)
         s, fg = self.model.embed(x)
-        out = self.supervised(s, fg, labels)
-        loss = out["sup"]
+        out, terms = self.supervised(s, fg, labels)
         if "agd" in self.terms:
             out["agd"] = self.agd(s, t)
-            loss = loss + self.weights["agd"] * out["agd"]
+            terms["agd"] = self.weights["agd"] * out["agd"]
         if "igd" in self.terms:
             out["igd_node"], out["igd_edge"] = self.igd(s, t, labels)
-            loss = (loss + self.weights["node"] * out["igd_node"]
-                    + self.weights["edge"] * out["igd_edge"])
+            terms["igd_node"] = self.weights["node"] * out["igd_node"]
+            terms["igd_edge"] = self.weights["edge"] * out["igd_edge"]
         if self.uses_bank:
             self._inter(s, t, labels, out)
             for term in INTER_TERMS:
                 if term in out:
-                    loss = loss + self.weights[term] * out[term]
+                    terms[term] = self.weights[term] * out[term]
             with torch.no_grad():
                 self.bank.push(self._bank_entries(t, labels))
-        out["loss"] = loss
-        return out
+        return weighted_loss(out, terms)

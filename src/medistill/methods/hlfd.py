@@ -67,7 +67,7 @@ from torch import nn
 from medistill.errors import RecipeError
 from medistill.losses import AttentionTransfer, FocalDiceLoss, PixelKL
 from medistill.losses.attention_transfer import Reduction
-from medistill.methods.base import freeze
+from medistill.methods.base import freeze, weighted_loss
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.segmenter import Segmenter
 
@@ -206,9 +206,13 @@ class SegmentationKD(SegmentationMethod):
         out["pixel"] = sum((TERM_WEIGHTS[k] * out[k] for k in PIXEL_TERMS if k in out), zero)
         out["feature"] = sum((TERM_WEIGHTS[k] * out[k] for k in FEATURE_TERMS if k in out), zero)
         pixel_w, feature_w = self.weights
-        out["loss"] = (out["seg"] + pixel_w * out["pixel"] + feature_w * out["feature"]
-                       + out.get("upd_probe", zero))
-        return out
+        # one weighted term per KD term (lambda * w_k * L_k summed over k = lambda * L_pixel)
+        terms = {"seg": out["seg"]}
+        terms.update({k: pixel_w * TERM_WEIGHTS[k] * out[k] for k in PIXEL_TERMS if k in out})
+        terms.update({k: feature_w * TERM_WEIGHTS[k] * out[k] for k in FEATURE_TERMS if k in out})
+        if "upd_probe" in out:
+            terms["upd_probe"] = out["upd_probe"]
+        return weighted_loss(out, terms)
 
     def deployable(self) -> Segmenter:
         return self.student

@@ -30,7 +30,7 @@ from torch import nn
 
 from medistill.errors import RecipeError, TrainingError
 from medistill.losses import NTXentLoss, VICRegLoss
-from medistill.methods.base import Method, freeze
+from medistill.methods.base import Method, freeze, weighted_loss
 from medistill.models.base import Classifier
 
 Branch = Literal["a", "b"]
@@ -208,13 +208,11 @@ class JointEmbedding(Method):
         z_a = self.expander("a")(pooled_features(self.encoder("a"), x_a))
         z_b = self.expander("b")(pooled_features(self.encoder("b"), x_b))
         if self.loss_name == "vicreg":
-            loss, terms = self.criterion(z_a, z_b, return_terms=True)
+            terms = self.criterion.terms(z_a, z_b)
             out = {k: v.detach() for k, v in terms.items()}
-        else:
-            loss = self.criterion(z_a, z_b)
-            out = {"ntxent": loss.detach()}
-        out["loss"] = loss
-        return out
+            return weighted_loss(out, self.criterion.weighted(terms))
+        loss = self.criterion(z_a, z_b)
+        return {"ntxent": loss.detach(), "loss": loss}
 
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise TrainingError(

@@ -42,7 +42,7 @@ import torch
 
 from medistill.errors import RecipeError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
-from medistill.methods.base import freeze
+from medistill.methods.base import freeze, weighted_loss
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.mil_segmenter import MILSegmenter
 
@@ -120,11 +120,11 @@ class FusionKD(WeakSegMethod):
             _, target = self.teacher.maps(x)  # the teacher's fused soft map
         sides, fused = self.student.maps(x)
         out = {"fusion_kd": self.kd([*sides, fused], target), "wce": self.wce(fused, target)}
-        out["loss"] = out["fusion_kd"] + self.wce_weight * out["wce"]
+        terms = {"fusion_kd": out["fusion_kd"], "wce": self.wce_weight * out["wce"]}
         if self.mil_weight:
             out["mil"] = self.mil([*sides, fused], batch["label"])
-            out["loss"] = out["loss"] + self.mil_weight * out["mil"]
-        return out
+            terms["mil"] = self.mil_weight * out["mil"]
+        return weighted_loss(out, terms)
 
     def deployable(self) -> MILSegmenter:
         return self.student

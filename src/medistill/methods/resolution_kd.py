@@ -25,7 +25,7 @@ from torch import nn
 
 from medistill.errors import RecipeError
 from medistill.losses import ResizedFeatureMSE, SoftTargetKL
-from medistill.methods.base import Method, freeze
+from medistill.methods.base import Method, freeze, weighted_loss
 from medistill.models.base import Classifier
 
 
@@ -83,15 +83,16 @@ class ResolutionKD(Method):
         s_map, s_logits = self.student(batch["views"][student_view])
         out = {"soft": self.soft(s_logits, t_logits)}
         out["pixel"] = self.pixel(self.projection(s_map), t_map) if pixel_w else s_map.new_zeros(())
-        loss = soft_w * out["soft"] + pixel_w * out["pixel"]
+        terms = {"soft": soft_w * out["soft"]}
+        if pixel_w:
+            terms["pixel"] = pixel_w * out["pixel"]
         if label_w:
             labels = batch["label"]
             known = labels >= 0
             if known.any():
                 out["ce"] = F.cross_entropy(s_logits[known], labels[known])
-                loss = loss + label_w * out["ce"]
-        out["loss"] = loss
-        return out
+                terms["ce"] = label_w * out["ce"]
+        return weighted_loss(out, terms)
 
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.student(batch["views"][self.views[1]])[1], batch["label"]

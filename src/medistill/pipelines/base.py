@@ -47,7 +47,7 @@ RUN_MARKER = ".medistill-run"
 #: recipe keys a resumed run may change (top-level names, or the last part of a ``train.*`` /
 #: ``stages.<stage>.*`` key)
 RESUME_MAY_CHANGE = {"runs", "seeds"}
-RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory"}
+RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory", "diag_every"}
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
