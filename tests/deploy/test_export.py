@@ -151,3 +151,23 @@ def test_bad_requests_are_one_line_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         export_model(tmp_path / "missing.pt", tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_instance_model_file_exports_with_its_decoding_metadata(tmp_path, single_thread):
+    """A graph-relation model file (no view, no image_size) used to crash with KeyError 'view'."""
+    from medistill.pipelines.graph_relation import CLASSES
+
+    spec = {"name": "resunet_embedding", "kwargs": {"widths": [4, 4, 8], "embedding_dim": 4}}
+    model = create_model(spec["name"], 2, **spec["kwargs"])
+    meta = {"task": "instance", "model": spec, "classes": CLASSES,
+            "normalization": META["normalization"], "scale": 0.5, "offsets": [1, 3],
+            "postprocess": {"method": "watershed"}}
+    src = save_model(model, meta, tmp_path / "best.pt")
+    res = export_model(src, tmp_path / "m.onnx", input_size=(32, 32))
+    info = json.loads(sidecar_path(tmp_path / "m.onnx").read_text())
+    assert info["task"] == "instance" and info["view"] == {"factor": 1, "upsample": False}
+    assert (info["scale"], info["offsets"], info["postprocess"]) == (0.5, [1, 3],
+                                                                   {"method": "watershed"})
+    assert "embedding" in info["output"]["kind"] and res["max_abs_diff"] < 1e-3
+    runner, _ = load_exported(tmp_path / "m.onnx")
+    assert runner(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 5, 32, 32)

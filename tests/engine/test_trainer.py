@@ -142,3 +142,14 @@ def test_bf16_autocast_runs_and_stays_close(tmp_path):
                     num_classes=4)
         losses.append(t.fit()["history"][0]["train_loss"])
     assert abs(losses[0] - losses[1]) < 0.05 * abs(losses[0])
+
+
+def test_a_select_metric_the_method_does_not_produce_is_an_error(tmp_path, monkeypatch):
+    """It used to fall back silently to the training loss."""
+    train, val = _sets(8, 4)
+    method = _method()
+    monkeypatch.setattr(type(method), "validation_metrics",
+                        lambda self, loader, device, num_classes=None: {"dice": 0.5})
+    trainer = Trainer(method, train, val, _cfg(epochs=1), tmp_path / "run", num_classes=4)
+    with pytest.raises(TrainingError, match=r"select_metric 'macro_f1' .*produces: dice"):
+        trainer.fit()

@@ -105,3 +105,16 @@ def test_bad_recipe_keys_are_one_line_errors(data_root):
         tiny(data_root, "kd.nope=1")
     with pytest.raises(RecipeError, match="postprocess.method"):
         tiny(data_root, "postprocess.method=magic")
+
+
+def test_gap_closed_needs_a_teacher_better_than_the_baseline():
+    from medistill.pipelines.graph_relation import gap_closed
+
+    def run(role, seed, aji):
+        return {"role": role, "seed": seed, "metrics": {"aji": {"value": aji}}}
+
+    runs = [run("teacher", 0, 0.5), run("no_kd", 0, 0.3), run("full", 0, 0.4),
+            # seed 1: the teacher scored 0, below the baseline: no gap, left out
+            run("teacher", 1, 0.0), run("no_kd", 1, 0.3), run("full", 1, 0.01)]
+    assert gap_closed(runs)["full"] == pytest.approx(0.5)
+    assert gap_closed(runs[3:])["full"] is None and gap_closed(runs)["intra"] is None

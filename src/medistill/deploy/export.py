@@ -39,6 +39,14 @@ PARITY_SEED = 0
 PARITY_BATCH = 2
 
 
+#: what the exported graph returns, per task (``None``: classification / segmentation)
+OUTPUT_KINDS = {
+    None: "logits (softmax for probabilities)",
+    "instance": "per-pixel embedding channels then 1 foreground logit (sigmoid)",
+}
+INSTANCE_KEYS = ("scale", "offsets", "postprocess")
+
+
 class LogitsOnly(nn.Module):
     """Wrap a classifier returning ``(features, logits)`` so that it returns the logits
     (a segmenter already returns its (N, K, H, W) logits and passes through)."""
@@ -201,20 +209,25 @@ def export_model(
                 f"difference, atol {atol:g}); nothing written"
             )
 
+        task = meta.get("task", "classification")
         info = {
             "schema": EXPORT_SCHEMA,
             "format": fmt,
             "source": str(model_path),
+            "task": task,
             "model": meta.get("model"),
             "classes": list(meta["classes"]),
-            "view": meta["view"],
+            # instance (embedding) models are trained on the image as it is: no view
+            "view": meta.get("view", {"factor": 1, "upsample": False}),
             "normalization": meta["normalization"],
             "image_size": meta.get("image_size"),
             "input_size": list(size),
             "dynamic_size": dynamic_size,
             "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
                       "normalized": True},
-            "output": {"name": OUTPUT_NAME, "kind": "logits (softmax for probabilities)"},
+            "output": {"name": OUTPUT_NAME, "kind": OUTPUT_KINDS.get(task, OUTPUT_KINDS[None])},
+            # what decoding an instance model's output needs (post-processing, offsets, scale)
+            **{k: meta[k] for k in INSTANCE_KEYS if task == "instance" and k in meta},
             "max_abs_diff": diff,
             "torch_version": torch.__version__,
             **({"opset": ONNX_OPSET} if fmt == "onnx" else {}),

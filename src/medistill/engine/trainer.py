@@ -166,6 +166,22 @@ class Trainer:
         scores = self.method.validation_metrics(loader, self.device, self.num_classes)
         return {f"val_{name}": float(v) for name, v in scores.items()}
 
+    def _selection_score(self, row: dict[str, float], select: str) -> float:
+        """The epoch's score for best-model selection (higher is better).
+
+        Without a validation set the training loss selects (lower is better); with one, the
+        method must produce ``select_metric``: a missing name is an error, never a silent
+        fall-back to the training loss."""
+        if self.val_set is None:
+            return -row["train_loss"]
+        if select not in row:
+            produced = ", ".join(k[4:] for k in row if k.startswith("val_")) or "nothing"
+            raise TrainingError(
+                f"{self.desc}: train.select_metric {select[4:]!r} is not a validation metric "
+                f"of this method (it produces: {produced})"
+            )
+        return row[select]
+
     # -- training ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""
@@ -197,7 +213,7 @@ class Trainer:
                 row = {"epoch": epoch, **self._train_epoch(epoch, opt, sched)}
                 row.update(self.validate())
                 state["history"].append(row)
-                score = row.get(select, -row["train_loss"])
+                score = self._selection_score(row, select)
                 if score > state["best"] or epoch == 1:
                     state.update(best=score, best_epoch=epoch)
                     if main:
