@@ -3,8 +3,12 @@
 Runs ``recipes/hlfd_glas.yaml`` (or ``recipes/hlfd_kits_slices.yaml``) sized for a 2-core CPU:
 128 px inputs, a reduced UNet++ teacher (features 16/16/32/64/128/16) and the quarter-width
 ResNet-18 U-Net student; teacher, student without KD, logit KD, attention transfer and HLFD
-over several seeds. Prints a markdown table (test DSC and RVD: mean ± sd over seeds and the
-per-seed 95% bootstrap CIs over cases; params, GFLOPs, CPU latency) for RESULTS.md.
+over several seeds. Prints markdown tables for RESULTS.md: test DSC and RVD (mean ± sd over
+seeds and the per-seed 95% bootstrap CIs over cases; params, GFLOPs, CPU latency); the paired
+per-image DSC difference of every model minus the same seed's ``no_kd`` student (teacher first:
+the teacher-student gap) with its paired 95% CI, per seed and mean ± sd over seeds; and the
+weighted loss terms of the KD runs over training (``seg``, ``pixel_weight x pixel``,
+``feature_weight x feature`` from each run's log.csv).
 
     python benchmarks/hlfd.py --dataset glas --data ../shared/data/glas --seeds 0 1 2
     python benchmarks/hlfd.py --dataset kits --data ../shared/data/kits19_slices
@@ -55,6 +59,8 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/out/hlfd/{args.dataset}")
     if args.summarize:
         print(summary_table(collect(out)))
+        print("\n" + paired_table(collect(out)))
+        print("\n" + terms_table(collect(out), out))
         if collect(out):
             print(f"\nreport of every evaluated run: {combined_report(out)}")
         return
@@ -95,6 +101,8 @@ def main() -> None:
         run_recipe(load_recipe(path, overrides), out, resume=True, progress=False)
     print(f"\nwall time {time.time() - start:.0f} s; report: {combined_report(out)}\n")
     print(summary_table(collect(out)))
+    print("\n" + paired_table(collect(out)))
+    print("\n" + terms_table(collect(out), out))
 
 
 def collect(out: str | Path) -> list[dict]:
@@ -105,9 +113,11 @@ def collect(out: str | Path) -> list[dict]:
 def combined_report(out: Path) -> Path:
     """One report over every evaluated run in ``out`` (with --shared-teacher the pipeline's
     own report.html covers the last seed's call only)."""
+    from medistill.pipelines.segmentation import paired_comparisons
     from medistill.reports import write_report
 
-    runs = [{k: v for k, v in r.items() if k != "cases"} for r in collect(out)]
+    records = collect(out)
+    runs = [{k: v for k, v in r.items() if k != "cases"} for r in records]
     figures = []
     if (out / "figures" / "overlays.png").is_file():
         figures = [{"key": "overlays", "path": "../figures/overlays.png",
@@ -116,7 +126,8 @@ def combined_report(out: Path) -> Path:
     dest = out / "all_seeds"
     dest.mkdir(parents=True, exist_ok=True)  # the figure path goes through it
     write_report(dest, {"task": "segmentation", "title": f"HLFD benchmark: {out.name}",
-                        "runs": runs, "figures": figures})
+                        "runs": runs, "figures": figures,
+                        "paired": paired_comparisons(records)})
     return dest / "report.html"
 
 
@@ -152,6 +163,60 @@ def summary_table(runs: list[dict]) -> str:
             f"| {statistics.mean(hd):.1f} | {e['params'] / 1e6:.2f} M | {e['gflops']:.3f} "
             f"| {lat:.1f} |"
         )
+    return "\n".join(lines)
+
+
+def paired_table(runs: list[dict], reference: str = "no_kd") -> str:
+    """Markdown: per seed, each role minus ``reference`` in per-image DSC on the same test
+    images (paired 95% bootstrap CI, one-sided p), then mean ± sd of the differences over
+    seeds and a verdict line per seed."""
+    from medistill.metrics.paired import verdict
+    from medistill.pipelines.segmentation import paired_comparisons
+
+    res = paired_comparisons(runs, reference) if runs else None
+    if res is None:
+        return f"(no {reference} run evaluated: no paired comparison)"
+    lines = [f"| run | seed | images | DSC | {reference} DSC | DSC difference [95% CI] "
+             "| P(diff <= 0) |", "|---|---|---|---|---|---|---|"]
+    for d in res["per_seed"]:
+        lines.append(f"| {d['role']} - {reference} | {d['seed']} | {d['n']} | {d['model']:.3f} "
+                     f"| {d['reference']:.3f} | {d['value']:+.3f} [{d['low']:+.3f}, "
+                     f"{d['high']:+.3f}] | {d['p_not_better']:.4f} |")
+    lines += ["", f"| run | seeds | DSC difference vs {reference} (mean ± sd) | seeds > 0 "
+              "| CIs above 0 | CIs below 0 |", "|---|---|---|---|---|---|"]
+    for o in res["over_seeds"]:
+        sd = "" if o["sd"] is None else f" ± {o['sd']:.3f}"
+        lines.append(f"| {o['role']} - {reference} | {o['n_seeds']} | {o['mean']:+.3f}{sd} "
+                     f"| {o['n_positive']} | {o['n_ci_above_zero']} | {o['n_ci_below_zero']} |")
+    lines.append("")
+    lines += [f"- seed {d['seed']}: " + verdict(d, d["role"], reference, "DSC")
+              for d in res["per_seed"]]
+    return "\n".join(lines)
+
+
+def terms_table(runs: list[dict], out: Path, epochs: tuple[int, ...] = (1, 5, 10, 0)) -> str:
+    """Markdown: the training-loss terms of every KD run (from its log.csv history) at some
+    epochs (0 = the last): seg, pixel_weight x pixel, feature_weight x feature, the UPD
+    probe's own segmentation loss (teacher side, in the total) and the share of the weighted
+    feature term in the total."""
+    recipe = json.loads((Path(out) / "recipe.json").read_text()) if (
+        Path(out) / "recipe.json").is_file() else {}
+    kd = recipe.get("kd", {})
+    pw, fw = kd.get("pixel_weight", 0.1), kd.get("feature_weight", 0.9)
+    lines = [f"| run | seed | epoch | seg | {pw:g} x pixel | {fw:g} x feature | upd_probe "
+             "| total | feature share | val DSC |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (ORDER.index(r["role"]) if r["role"] in ORDER else 99,
+                                         r["seed"])):
+        hist = r.get("history") or []
+        if not hist or "train_feature" not in hist[0]:
+            continue
+        for e in dict.fromkeys(e if e > 0 else len(hist) for e in epochs if e <= len(hist)):
+            h = hist[e - 1]
+            seg, pix, feat = h["train_seg"], pw * h["train_pixel"], fw * h["train_feature"]
+            lines.append(f"| {r['role']} | {r['seed']} | {e} | {seg:.4f} | {pix:.4f} "
+                         f"| {feat:.4f} | {h.get('train_upd_probe', 0.0):.4f} "
+                         f"| {h['train_loss']:.4f} | {feat / h['train_loss']:.0%} "
+                         f"| {h.get('val_dice', float('nan')):.3f} |")
     return "\n".join(lines)
 
 

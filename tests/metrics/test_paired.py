@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from medistill.errors import DataError
-from medistill.metrics import classification_report
-from medistill.metrics.paired import over_seeds, paired_bootstrap, verdict
+from medistill.metrics import bootstrap_mean, classification_report
+from medistill.metrics import paired as paired_mod
+from medistill.metrics.paired import (
+    over_seeds,
+    paired_bootstrap,
+    paired_bootstrap_per_image,
+    verdict,
+)
 
 Y = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
 
@@ -103,3 +109,83 @@ def test_bad_input_raises_data_error() -> None:
         paired_bootstrap(Y, Y, Y, 3, n_resamples=-1)
     with pytest.raises(DataError, match="at least one"):
         over_seeds([])
+
+
+# -- per-image metrics (Dice, F1, AJI, ...) ---------------------------------------------------
+def test_per_image_observed_difference_by_hand() -> None:
+    """d = [0.1, 0, 0.2, 0]: mean 0.075 = 0.75 - 0.675; no resamples -> a point interval."""
+    res = paired_bootstrap_per_image([0.8, 0.6, 0.7, 0.9], [0.7, 0.6, 0.5, 0.9], n_resamples=0)
+    assert res["value"] == pytest.approx(0.075)
+    assert (res["model"], res["reference"]) == pytest.approx((0.75, 0.675))
+    assert res["low"] == res["high"] == res["value"]
+    assert res["p_not_better"] == 0.0 and (res["n"], res["n_undefined"]) == (4, 0)
+
+
+def test_per_image_constant_shift_has_a_point_interval() -> None:
+    """Every image 0.05 better: every resample's mean difference is 0.05."""
+    ref = np.array([0.2, 0.5, 0.9, 0.4, 0.7])
+    res = paired_bootstrap_per_image(ref + 0.05, ref, n_resamples=1000, seed=4)
+    assert (res["value"], res["low"], res["high"]) == pytest.approx((0.05, 0.05, 0.05))
+    assert res["p_not_better"] == 0.0
+    assert verdict(res, metric="dice").startswith("KD beats the baseline: +5.0 points [+5.0, +5.0]")
+
+
+def test_per_image_one_differing_image_matches_the_binomial_answer() -> None:
+    """d = [0.4, 0, 0, 0]: a resample's mean is 0.1 k with k ~ Binomial(4, 1/4), so
+    P(diff <= 0) = (3/4)^4 = 0.316, the 2.5th percentile is 0 and, as P(k <= 2) = 0.949 <
+    0.975 <= P(k <= 3) = 0.996, the 97.5th is 0.3."""
+    res = paired_bootstrap_per_image([0.9, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5],
+                                     n_resamples=20_000, seed=1)
+    assert res["value"] == pytest.approx(0.1)
+    assert res["p_not_better"] == pytest.approx(0.75 ** 4, abs=0.01)
+    assert (res["low"], res["high"]) == pytest.approx((0.0, 0.3))
+    assert verdict(res).startswith("no significant difference")
+    neg = paired_bootstrap_per_image([0.5] * 4, [0.9, 0.5, 0.5, 0.5], n_resamples=20_000, seed=1)
+    assert (neg["value"], neg["low"], neg["high"]) == pytest.approx((-0.1, -0.3, 0.0))
+    assert neg["p_not_better"] == 1.0
+
+
+def test_per_image_resamples_are_those_of_bootstrap_mean() -> None:
+    """Same seed -> the same image resamples: against a reference of zeros the paired interval
+    is the model's own bootstrap_mean interval, also when drawn in small chunks."""
+    v = np.random.default_rng(0).random(37)
+    own = bootstrap_mean(v, n_resamples=3000, seed=9)
+    res = paired_bootstrap_per_image(v, np.zeros(37), n_resamples=3000, seed=9)
+    assert (res["value"], res["low"], res["high"]) == pytest.approx(
+        (own["value"], own["low"], own["high"]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paired_mod, "_MAX_CHUNK_ELEMENTS", 37 * 7)  # 7 resamples per chunk
+        chunked = paired_bootstrap_per_image(v, np.zeros(37), n_resamples=3000, seed=9)
+    assert (chunked["low"], chunked["high"]) == (res["low"], res["high"])
+
+
+def test_per_image_undefined_images_are_left_out() -> None:
+    """Only image 0 has both values: the difference is 0.1 on every resample that draws it."""
+    res = paired_bootstrap_per_image([0.5, np.nan, 0.7], [0.4, 0.3, np.nan], n_resamples=500)
+    assert (res["n"], res["n_undefined"]) == (3, 2)
+    assert (res["value"], res["low"], res["high"]) == pytest.approx((0.1, 0.1, 0.1))
+    assert (res["model"], res["reference"]) == pytest.approx((0.5, 0.4))
+    none = paired_bootstrap_per_image([np.nan], [0.2], n_resamples=10)
+    assert np.isnan(none["value"]) and "not available" in verdict(none)
+
+
+def test_per_image_over_seeds_takes_the_flat_results() -> None:
+    ref = np.array([0.5, 0.6, 0.7])
+    per_seed = [paired_bootstrap_per_image(ref + s, ref, n_resamples=100)
+                for s in (0.1, 0.04, -0.02)]
+    s = over_seeds(per_seed, metric="dice")
+    assert s["mean"] == pytest.approx(0.04) and s["sd"] == pytest.approx(0.06)
+    assert (s["n_positive"], s["n_ci_above_zero"], s["n_ci_below_zero"]) == (2, 2, 1)
+
+
+def test_per_image_bad_input_raises_data_error() -> None:
+    with pytest.raises(DataError, match="differ in length"):
+        paired_bootstrap_per_image([0.1, 0.2], [0.1])
+    with pytest.raises(DataError, match="1-D"):
+        paired_bootstrap_per_image([[0.1]], [[0.1]])
+    with pytest.raises(DataError, match="at least one image"):
+        paired_bootstrap_per_image([], [])
+    with pytest.raises(DataError, match="n_resamples"):
+        paired_bootstrap_per_image([0.1], [0.1], n_resamples=-1)
+    with pytest.raises(DataError, match="confidence"):
+        paired_bootstrap_per_image([0.1], [0.1], confidence=1.0)

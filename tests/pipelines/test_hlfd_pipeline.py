@@ -13,6 +13,7 @@ from medistill.cli import app
 from medistill.engine import load_model
 from medistill.errors import DataError, RecipeError
 from medistill.pipelines import load_recipe, run_recipe
+from medistill.pipelines.segmentation import case_values, paired_comparisons
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -73,6 +74,56 @@ def test_teacher_and_every_student_are_trained_evaluated_and_reported(full_run):
     _, meta = load_model(out / "seed0/hlfd/best.pt")
     assert meta["task"] == "segmentation" and meta["model"]["name"] == "resnet18_unet"
     assert meta["threshold"] == 0.4 and "root" not in meta["data"]
+
+
+def test_paired_differences_against_no_kd_are_computed_and_reported(full_run):
+    """Per seed, each role minus no_kd on the same test cases, from the eval.json cases."""
+    out, results = full_run
+    paired = results["paired"]
+    assert paired["reference"] == "no_kd" and paired["metric"] == "dice"
+    assert [d["role"] for d in paired["per_seed"]] == ["teacher", "logit_kd", "at", "hlfd"]
+    ref = case_values(json.loads((out / "seed0/no_kd/eval.json").read_text()))
+    hlfd = case_values(json.loads((out / "seed0/hlfd/eval.json").read_text()))
+    d = paired["per_seed"][-1]
+    assert d["n"] == 3 and d["value"] == pytest.approx(
+        sum(hlfd[k] - ref[k] for k in ref) / 3, abs=1e-12)
+    assert d["low"] <= d["value"] <= d["high"]
+    assert [s["role"] for s in paired["over_seeds"]][0] == "teacher"
+    html = (out / "report.html").read_text()
+    assert "Paired differences vs no_kd (dice per case)" in html
+    assert json.loads((out / "results.json").read_text())["paired"] == paired
+
+
+def _record(role: str, seed: int, dice: dict[str, list[float]]) -> dict:
+    return {"name": f"seed{seed}/{role}", "role": role, "seed": seed,
+            "cases": {c: {f"k{i}": {"dice": v} for i, v in enumerate(vs)}
+                      for c, vs in dice.items()}}
+
+
+def test_paired_comparisons_by_hand():
+    """Two seeds, two cases of two classes (per case: the mean over its defined classes).
+    Seed 0: hlfd cases 0.6, 0.8 vs no_kd 0.5, 0.5 -> +0.2; seed 1: 0.5, 0.7 vs 0.5, 0.5 ->
+    +0.1; over seeds 0.15 ± 0.0707. Teacher first (gap 0.9 - 0.5 = 0.4)."""
+    nan = float("nan")
+    runs = [
+        _record("hlfd", 0, {"a": [0.6, 0.6], "b": [0.8, nan]}),
+        _record("no_kd", 0, {"a": [0.4, 0.6], "b": [0.5, 0.5]}),
+        _record("teacher", 0, {"a": [0.9, 0.9], "b": [0.9, 0.9]}),
+        _record("no_kd", 1, {"a": [0.5, 0.5], "b": [0.5, 0.5]}),
+        _record("hlfd", 1, {"b": [0.7, 0.7], "a": [0.5, 0.5]}),
+    ]
+    res = paired_comparisons(runs, n_resamples=200)
+    assert [(d["role"], d["seed"]) for d in res["per_seed"]] == [
+        ("teacher", 0), ("hlfd", 0), ("hlfd", 1)]
+    assert [d["value"] for d in res["per_seed"]] == pytest.approx([0.4, 0.2, 0.1])
+    assert res["per_seed"][1]["model"] == pytest.approx(0.7)
+    hlfd = res["over_seeds"][1]
+    assert hlfd["role"] == "hlfd" and hlfd["n_seeds"] == 2
+    assert (hlfd["mean"], hlfd["sd"]) == pytest.approx((0.15, 0.05 * 2 ** 0.5))
+    assert paired_comparisons([r for r in runs if r["role"] != "no_kd"]) is None
+    runs[0]["cases"].pop("b")
+    with pytest.raises(DataError, match="different cases"):
+        paired_comparisons(runs, n_resamples=10)
 
 
 def test_existing_output_needs_resume_and_resume_reuses_runs(full_run, data_root):

@@ -1,10 +1,13 @@
-"""Paired comparison of two classifiers on the same test images.
+"""Paired comparison of two models on the same test images.
 
 Two models evaluated on the same images are not independent samples: an image that is hard for
 one is usually hard for the other. Comparing their two separate bootstrap intervals (do they
 overlap?) throws that pairing away and is far too conservative. :func:`paired_bootstrap`
 resamples the *images* once and recomputes both models' metrics on every resample, so the
 interval is that of the difference itself (``model - reference``, e.g. KD minus baseline).
+:func:`paired_bootstrap_per_image` does the same for any metric that is a mean of per-image
+values (segmentation Dice, pixel F1, AJI, ...): it resamples the images once and averages the
+per-image differences.
 
 :func:`over_seeds` summarises the per-seed differences of repeated runs (mean, sample sd, how
 many seeds are positive and how many have an interval that excludes 0), and :func:`verdict`
@@ -104,14 +107,91 @@ def paired_bootstrap(
             "confidence": float(confidence)}
 
 
+def paired_bootstrap_per_image(
+    values: ArrayLike,
+    ref_values: ArrayLike,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile-bootstrap CI of the mean per-image difference ``values - ref_values``.
+
+    ``values[i]`` and ``ref_values[i]`` are one per-image metric (Dice, F1, AJI, ...) of the
+    model and of the reference on the same image ``i``. An image where either is NaN
+    (undefined, e.g. RVD of an empty truth) is left out of the pair and counted in
+    ``n_undefined``. Resample ``b`` draws ``n`` image indices with replacement (row ``b`` of
+    ``np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))``, drawn in chunks: the
+    same resamples :func:`~medistill.metrics.bootstrap_mean` uses with that seed, so the paired
+    interval is over the same resamples as each model's own CI) and takes the mean of the drawn
+    defined differences; the interval is the ``(1 -/+ confidence) / 2`` percentile pair.
+    ``n_resamples=0`` gives ``low == high == value``.
+
+    Returns ``{"value", "low", "high", "model", "reference", "p_not_better", "n",
+    "n_undefined", "n_resamples", "seed", "confidence"}``: ``value`` is the observed mean
+    difference (= ``model - reference``, the two means over the defined pairs),
+    ``p_not_better`` the share of resamples whose mean difference is <= 0 (a one-sided
+    bootstrap p-value; resamples without a defined pair are left out). The result is accepted
+    by :func:`over_seeds` and :func:`verdict`.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    b = np.asarray(ref_values, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1:
+        raise DataError(f"per-image values must be 1-D, got shapes {a.shape} and {b.shape}")
+    if a.shape != b.shape:
+        raise DataError(f"model and reference values differ in length ({a.size} vs {b.size})")
+    if a.size == 0:
+        raise DataError("paired_bootstrap_per_image needs at least one image")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
+        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
+    if n_resamples < 0:
+        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+
+    n = a.size
+    d = a - b
+    defined = ~np.isnan(d)
+    nan = float("nan")
+    out: dict[str, Any] = {"value": nan, "low": nan, "high": nan, "model": nan,
+                           "reference": nan, "p_not_better": nan, "n": int(n),
+                           "n_undefined": int(n - defined.sum()),
+                           "n_resamples": int(n_resamples), "seed": int(seed),
+                           "confidence": float(confidence)}
+    if not defined.any():
+        return out
+    value = float(d[defined].mean())
+    out.update(value=value, low=value, high=value, model=float(a[defined].mean()),
+               reference=float(b[defined].mean()), p_not_better=float(value <= 0))
+    if n_resamples > 0:
+        rng = np.random.default_rng(seed)
+        filled, ok = np.where(defined, d, 0.0), defined.astype(np.float64)
+        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
+        means: list[np.ndarray] = []
+        done = 0
+        while done < n_resamples:
+            idx = rng.integers(0, n, size=(min(chunk, int(n_resamples) - done), n))
+            cnt = ok[idx].sum(1)
+            means.append(np.divide(filled[idx].sum(1), cnt, out=np.full(len(cnt), np.nan),
+                                   where=cnt > 0))
+            done += len(idx)
+        m = np.concatenate(means)
+        m = m[~np.isnan(m)]
+        alpha = 1.0 - float(confidence)
+        low, high = np.percentile(m, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+        out.update(low=float(low), high=float(high), p_not_better=float(np.mean(m <= 0)))
+    return out
+
+
 def over_seeds(per_seed: Sequence[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
     """Mean and sample sd (n - 1) of one metric's paired difference over seeds.
 
-    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts). Also counts
-    the seeds whose difference is > 0 and those whose interval excludes 0 (above or below).
-    ``sd`` is None for a single seed.
+    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts), or
+    :func:`paired_bootstrap_per_image` results (one metric each: ``metric`` only names it).
+    Also counts the seeds whose difference is > 0 and those whose interval excludes 0 (above or
+    below). ``sd`` is None for a single seed.
     """
-    rows = [r["metrics"][metric] if "metrics" in r else r[metric] for r in per_seed]
+    rows = [r if "value" in r else r["metrics"][metric] if "metrics" in r else r[metric]
+            for r in per_seed]
     if not rows:
         raise DataError("over_seeds needs at least one paired comparison")
     values = np.array([r["value"] for r in rows], dtype=np.float64)

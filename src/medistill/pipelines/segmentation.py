@@ -6,24 +6,30 @@ output), ``at`` (+ attention transfer between paired encoder layers) and ``hlfd`
 UPD + IPD, see :mod:`medistill.methods.hlfd`). Each model is selected on validation Dice and
 evaluated on ``eval.split``: DSC, IoU, VOE, RVD, HD95 per case with 95% bootstrap CIs, per
 class, params / GFLOPs / CPU latency. ``results.json``, ``report.html`` / ``report.md`` with
-overlay figures (image, truth, teacher, students) are written to the output folder.
+overlay figures (image, truth, teacher, students) are written to the output folder. With a
+``no_kd`` run, :func:`paired_comparisons` adds every other model's paired per-image DSC
+difference against it (teacher first: the teacher-student gap), per seed and over seeds.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import SegItem, SegmentationDataset, seg_channel_stats
 from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import seed_everything
-from medistill.errors import RecipeError
+from medistill.errors import DataError, RecipeError
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
+from medistill.metrics.paired import over_seeds, paired_bootstrap_per_image
 from medistill.models import create_model
 from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
@@ -189,17 +195,78 @@ class SegmentationPipeline(Pipeline):
         if r.eval.overlays:
             figures = write_overlays(self.out, overlay_models, self.test_items[: r.eval.overlays],
                                      r.seeds[0])
+        paired = None
+        if "no_kd" in r.runs:
+            paired = paired_comparisons(runs, "no_kd", "dice", r.eval.n_resamples,
+                                        r.eval.ci_seed)
         results = {
             "task": "segmentation",
             "title": r.title,
             "summary": _summary(r, self.classes),
             "classes": self.classes,
             "runs": [{k: v for k, v in run.items() if k != "cases"} for run in runs],
+            "paired": paired,
             "figures": figures,
             "notes": _notes(r, len(self.train_items), len(self.val_items), len(self.test_items)),
             "config": json.loads(r.model_dump_json()),
         }
         return self.finish(results)
+
+
+def case_values(record: Mapping[str, Any], metric: str = "dice") -> dict[str, float]:
+    """Case id -> the case's ``metric``, the mean over its foreground classes with a defined
+    value (as :func:`~medistill.metrics.segmentation_report` averages), from an ``eval.json``
+    record's ``cases``."""
+    cases = record.get("cases")
+    if not isinstance(cases, Mapping) or not cases:
+        raise DataError(f"run {record.get('name')!r} has no per-case values ('cases')")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a case with every class undefined
+        for case, per_class in cases.items():
+            out[str(case)] = float(np.nanmean([float(v[metric]) for v in per_class.values()]))
+    return out
+
+
+def paired_comparisons(runs: Sequence[Mapping[str, Any]], reference: str = "no_kd",
+                       metric: str = "dice", n_resamples: int = 10_000,
+                       seed: int = 0) -> dict[str, Any] | None:
+    """Every role's paired per-case ``metric`` difference against ``reference`` of the same
+    seed (:func:`~medistill.metrics.paired.paired_bootstrap_per_image` over the same test
+    cases), and their mean / sd over seeds (:func:`~medistill.metrics.paired.over_seeds`).
+
+    ``runs``: evaluation records WITH their ``cases`` (``eval.json``). The teacher comes first
+    (``teacher - reference``: the gap there is to distil), then the other roles in run order.
+    Returns ``{"reference", "metric", "n_resamples", "per_seed": [{"role", "seed", ...}],
+    "over_seeds": [{"role", ...}]}``, or None when no run has the ``reference`` role.
+    """
+    refs = {r["seed"]: r for r in runs if r.get("role") == reference}
+    if not refs:
+        return None
+    roles = list(dict.fromkeys(str(r["role"]) for r in runs if r.get("role") != reference))
+    roles.sort(key=lambda role: role != "teacher")  # stable: the teacher first
+    per_seed: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for role in roles:
+        rows = []
+        for r in sorted((r for r in runs if r.get("role") == role), key=lambda r: r["seed"]):
+            ref = refs.get(r["seed"])
+            if ref is None:
+                continue
+            a, b = case_values(r, metric), case_values(ref, metric)
+            if set(a) != set(b):
+                raise DataError(f"{r.get('name')} and {ref.get('name')} were evaluated on "
+                                "different cases; a paired comparison needs the same ones")
+            keys = sorted(b)
+            res = paired_bootstrap_per_image([a[k] for k in keys], [b[k] for k in keys],
+                                             n_resamples, seed)
+            res["ci_seed"] = res.pop("seed")  # the bootstrap's; "seed" is the run's
+            rows.append({"role": role, "seed": r["seed"], **res})
+        if rows:
+            per_seed += rows
+            summary.append({"role": role, **over_seeds(rows, metric)})
+    return {"reference": reference, "metric": metric, "n_resamples": int(n_resamples),
+            "per_seed": per_seed, "over_seeds": summary}
 
 
 def _summary(r: HLFDRecipe, classes: list[str]) -> str:

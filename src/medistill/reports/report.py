@@ -274,7 +274,7 @@ def _build_document(
     if results.get("task") == "segmentation":
         from medistill.reports.segmentation import seg_blocks
 
-        blocks += seg_blocks(runs)
+        blocks += seg_blocks(runs, as_map(results.get("paired")))
     elif results.get("task") == "instance":
         from medistill.reports.instance import instance_blocks
 

@@ -2,7 +2,9 @@
 
 Used by :func:`medistill.reports.write_report` when ``results["task"] == "segmentation"``;
 run records then carry ``metrics`` with ``dice``, ``iou``, ``voe``, ``rvd`` and ``hd95`` (each
-``{"value", "low", "high"}``) and optionally ``per_class`` (class name -> the same).
+``{"value", "low", "high"}``) and optionally ``per_class`` (class name -> the same); an
+optional ``results["paired"]`` (from :func:`medistill.pipelines.segmentation.paired_comparisons`)
+is rendered as the paired differences against the reference run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medistill.reports.plots import _figure_class, _png, as_map, metric_parts
+from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
 
 SEG_HEADERS = ("Name|Role|Model|Seed|Split|Cases|DSC (95% CI)|RVD (95% CI)|VOE (95% CI)|"
                "HD95 px (95% CI)|GFLOPs|Params|Latency (ms)").split("|")
@@ -28,7 +30,48 @@ def _ci(m: Any, decimals: int = 3) -> str:
     return fmt_ci(metric_parts(m), decimals)
 
 
-def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _signed(x: Any, decimals: int = 3) -> str:
+    from medistill.reports.report import DASH
+
+    v = finite(x)
+    return DASH if v is None else f"{v:+.{decimals}f}"
+
+
+def paired_blocks(paired: Mapping[str, Any]) -> list[Any]:
+    """Per seed: each role minus the reference on the same test cases, with its paired 95% CI;
+    over seeds: the mean and sd of those differences."""
+    from medistill.reports.report import Heading, Para, Table, _text
+
+    ref, metric = _text(paired.get("reference")), _text(paired.get("metric"))
+    rows = []
+    for d in paired.get("per_seed") or []:
+        rows.append([_text(d.get("role")), _text(d.get("seed")), _text(d.get("n")),
+                     _ci(d.get("model")), _ci(d.get("reference")),
+                     f"{_signed(d.get('value'))} [{_signed(d.get('low'))}, "
+                     f"{_signed(d.get('high'))}]", _ci(d.get("p_not_better"))])
+    agg = []
+    for s in paired.get("over_seeds") or []:
+        sd = finite(s.get("sd"))
+        agg.append([_text(s.get("role")), _text(s.get("n_seeds")),
+                    _signed(s.get("mean")) + ("" if sd is None else f" ± {sd:.3f}"),
+                    _text(s.get("n_positive")),
+                    f"{_text(s.get('n_ci_above_zero'))} / {_text(s.get('n_ci_below_zero'))}"])
+    return [
+        Heading(f"Paired differences vs {ref} ({metric} per case)"),
+        Table(["Role", "Seed", "Cases", "Model", ref, "Difference [95% CI]",
+               "P(diff <= 0)"], rows, frozenset(range(1, 7))),
+        Table(["Role", "Seeds", "Difference (mean ± sd)", "Seeds > 0",
+               "CIs above / below 0"], agg, frozenset(range(1, 5))),
+        Para(f"Role minus {ref} of the same seed on the same test cases: the per-case "
+             f"differences resampled together ({_text(paired.get('n_resamples'))} "
+             "percentile-bootstrap resamples), so the interval is that of the difference. "
+             "The teacher row is the teacher-student gap. Over seeds: mean ± sample sd.",
+             css="caption"),
+    ]
+
+
+def seg_blocks(runs: Sequence[Mapping[str, Any]],
+               paired: Mapping[str, Any] | None = None) -> list[Any]:
     """Headings, tables and captions of the segmentation report."""
     from medistill.reports.report import (
         DASH,
@@ -63,6 +106,8 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
                                                ("rvd", "RVD (mean ± sd)"),
                                                ("voe", "VOE (mean ± sd)"),
                                                ("hd95", "HD95 (mean ± sd)")])
+    if paired:
+        blocks += paired_blocks(paired)
     # per class
     classes = [c for r in runs for c in as_map(r.get("per_class"))]
     if classes:
