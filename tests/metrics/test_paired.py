@@ -7,7 +7,12 @@ import pytest
 
 from medistill.errors import DataError
 from medistill.metrics import classification_report
-from medistill.metrics.paired import over_seeds, paired_bootstrap, verdict
+from medistill.metrics.paired import (
+    over_seeds,
+    paired_bootstrap,
+    paired_bootstrap_per_image,
+    verdict,
+)
 
 Y = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
 
@@ -103,3 +108,63 @@ def test_bad_input_raises_data_error() -> None:
         paired_bootstrap(Y, Y, Y, 3, n_resamples=-1)
     with pytest.raises(DataError, match="at least one"):
         over_seeds([])
+
+
+# -- paired_bootstrap_per_image --------------------------------------------------------------
+
+
+def test_per_image_identical_values_give_zero() -> None:
+    v = np.array([0.2, 0.9, 0.5, 0.0])
+    res = paired_bootstrap_per_image(v, v.copy(), n_resamples=500, seed=2)
+    assert (res["value"], res["low"], res["high"], res["p_not_better"], res["n"]) == (
+        0.0, 0.0, 0.0, 1.0, 4)
+
+
+def test_per_image_constant_gain_gives_a_point_interval() -> None:
+    """Every image gains exactly 0.25: every resample's mean difference is 0.25."""
+    ref = np.array([0.1, 0.3, 0.5, 0.7, 0.2])
+    res = paired_bootstrap_per_image(ref + 0.25, ref, n_resamples=1000)
+    assert res["value"] == pytest.approx(0.25)
+    assert res["low"] == pytest.approx(0.25) and res["high"] == pytest.approx(0.25)
+    assert res["p_not_better"] == 0.0
+    assert verdict(res, metric="pixel F1").startswith("KD beats the baseline: +25.0 points")
+
+
+def test_per_image_one_gain_matches_the_binomial_answer() -> None:
+    """One of n = 4 images gains 1, the others tie: a resample's mean difference is k/4 with
+    k ~ Binomial(4, 1/4), so P(<= 0) = (3/4)^4 and the 95% interval is [0, 3/4] (as in the
+    accuracy case above); the observed difference is 1/4. Swapping the models negates it."""
+    a, b = np.array([1.0, 0.5, 0.2, 0.0]), np.array([0.0, 0.5, 0.2, 0.0])
+    res = paired_bootstrap_per_image(a, b, n_resamples=20_000, seed=1)
+    assert res["value"] == pytest.approx(0.25)
+    assert (res["low"], res["high"]) == (0.0, 0.75)
+    assert res["p_not_better"] == pytest.approx(0.75 ** 4, abs=0.01)
+    neg = paired_bootstrap_per_image(b, a, n_resamples=20_000, seed=1)
+    assert (neg["value"], neg["low"], neg["high"]) == pytest.approx((-0.25, -0.75, 0.0))
+
+
+def test_per_image_uses_the_resamples_of_paired_bootstrap() -> None:
+    """Accuracy is the mean of per-image correctness (1 / 0), so with the same seed the
+    per-image bootstrap of the correctness values gives paired_bootstrap's accuracy CI."""
+    pred = np.array([0, 1, 1, 1, 2, 0, 0, 2, 2, 0])
+    ref = np.array([1, 0, 1, 2, 2, 1, 0, 1, 0, 0])
+    acc = paired_bootstrap(Y, pred, ref, 3, metrics=["accuracy"], n_resamples=3000,
+                           seed=7)["metrics"]["accuracy"]
+    res = paired_bootstrap_per_image((pred == Y).astype(float), (ref == Y).astype(float),
+                                     n_resamples=3000, seed=7)
+    for k in ("value", "low", "high", "p_not_better"):
+        assert res[k] == pytest.approx(acc[k])
+    summary = over_seeds([{"pixel_f1": res}, {"pixel_f1": {**res, "value": -0.1}}], "pixel_f1")
+    assert summary["n_seeds"] == 2 and summary["n_positive"] == 1
+
+
+@pytest.mark.parametrize(("a", "b", "kwargs", "match"), [
+    ([0.1, 0.2], [0.1], {}, "same length"),
+    ([], [], {}, "non-empty"),
+    ([0.1, float("nan")], [0.1, 0.2], {}, "finite"),
+    ([0.1], [0.2], {"n_resamples": -1}, "n_resamples"),
+    ([0.1], [0.2], {"confidence": 1.0}, "confidence"),
+])
+def test_per_image_bad_input_is_a_data_error(a, b, kwargs, match) -> None:
+    with pytest.raises(DataError, match=match):
+        paired_bootstrap_per_image(a, b, **kwargs)

@@ -5,6 +5,8 @@ one is usually hard for the other. Comparing their two separate bootstrap interv
 overlap?) throws that pairing away and is far too conservative. :func:`paired_bootstrap`
 resamples the *images* once and recomputes both models' metrics on every resample, so the
 interval is that of the difference itself (``model - reference``, e.g. KD minus baseline).
+:func:`paired_bootstrap_per_image` does the same for a metric that is a mean of per-image
+values (e.g. the per-image pixel F1 of a segmenter).
 
 :func:`over_seeds` summarises the per-seed differences of repeated runs (mean, sample sd, how
 many seeds are positive and how many have an interval that excludes 0), and :func:`verdict`
@@ -104,10 +106,62 @@ def paired_bootstrap(
             "confidence": float(confidence)}
 
 
+def paired_bootstrap_per_image(
+    values: ArrayLike,
+    ref_values: ArrayLike,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile-bootstrap CI of ``mean(values) - mean(ref_values)`` over the same images.
+
+    ``values[i]`` and ``ref_values[i]`` are two models' scores of image ``i`` (any per-image
+    metric whose report value is the mean over images). Resample ``b`` draws ``n`` image
+    indices with replacement (row ``b`` of ``np.random.default_rng(seed).integers(0, n,
+    size=(n_resamples, n))``, drawn in chunks, as :func:`paired_bootstrap`) and takes the mean
+    of the per-image differences on them; the interval is the ``(1 -/+ confidence) / 2``
+    percentile pair. ``p_not_better`` is the share of resamples whose mean difference is
+    <= 0 (a one-sided bootstrap p-value). ``n_resamples=0`` gives ``low == high == value``.
+
+    Returns ``{"value", "low", "high", "p_not_better", "n"}``.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    b = np.asarray(ref_values, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise DataError(f"values and ref_values must be two non-empty 1-D arrays of the same "
+                        f"length, got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise DataError("values and ref_values must be finite (a NaN or inf per-image score)")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
+        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
+    if n_resamples < 0:
+        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    d, n = a - b, a.size
+    value = float(d.mean())
+    out = {"value": value, "low": value, "high": value, "p_not_better": float(value <= 0),
+           "n": int(n)}
+    if n_resamples > 0:
+        rng = np.random.default_rng(seed)
+        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
+        means, done = [], 0
+        while done < n_resamples:
+            size = min(chunk, int(n_resamples) - done)
+            means.append(d[rng.integers(0, n, size=(size, n))].mean(axis=1))
+            done += size
+        m = np.concatenate(means)
+        alpha = 1.0 - float(confidence)
+        low, high = np.percentile(m, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+        out.update(low=float(low), high=float(high), p_not_better=float(np.mean(m <= 0)))
+    return out
+
+
 def over_seeds(per_seed: Sequence[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
     """Mean and sample sd (n - 1) of one metric's paired difference over seeds.
 
-    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts). Also counts
+    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts, e.g.
+    ``{"pixel_f1": paired_bootstrap_per_image(...)}``). Also counts
     the seeds whose difference is > 0 and those whose interval excludes 0 (above or below).
     ``sd`` is None for a single seed.
     """
