@@ -7,7 +7,13 @@ KD without role reversal (``fusion_kd``) and the full method (``ikd``), over sev
 Prints a markdown table for RESULTS.md: test pixel F1 (the authors' per-image F1 of the image's
 own class, all images; positive images only), our tumour-class F1 over all images
 (``pixel_f1_positive``) and image AUC as mean ± sd over seeds, the per-seed 95% bootstrap CIs,
-and the per-seed difference to the MIL teacher.
+and the per-seed difference to the MIL teacher. Then the paired comparison the method is judged
+by (issue #13): per seed, the final model of each run minus the same seed's MIL teacher (its
+no-KD reference: same architecture, image labels only), the mean of the per-image differences
+of test ``pixel_f1`` with a paired 95% bootstrap CI over the same test images and the one-sided
+p(Δ <= 0); over seeds the mean ± sd of Δ; and every distillation round's student against the
+MIL teacher the same way (scored here from its model file; the rounds' validation scores and
+swaps from ``rounds.json``).
 
     python benchmarks/mil_fusion.py --dataset glas --seeds 0 1 2
     python benchmarks/mil_fusion.py --dataset ebhi --seeds 0 1 2
@@ -60,6 +66,7 @@ def main() -> None:
     if args.summarize:
         print(summary_table(collect(out)))
         print(reference_table(root / "recipes" / RECIPES[args.dataset], data))
+        print(paired_report(out))
         return
 
     import torch
@@ -91,6 +98,7 @@ def main() -> None:
     print(f"\nwall time {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}\n")
     print(summary_table(collect(out)))
     print(reference_table(root / "recipes" / RECIPES[args.dataset], data))
+    print(paired_report(out))
 
 
 def reference_table(recipe_path: Path, data: str) -> str:
@@ -167,6 +175,106 @@ def summary_table(runs: list[dict]) -> str:
         lines.append(f"| {NAMES[role]} | {len(rs)} | {_ms(f1)} | {_ms(pos)} | {tumour_cell} | "
                      f"{_ms(auc)} | "
                      f"{_ms(delta) if role != 'mil_teacher' else '–'} | {per_seed} |")
+    return "\n".join(lines)
+
+
+def per_image(record: dict, metric: str = "pixel_f1") -> dict[str, float]:
+    """``{test image name: metric}`` of one evaluated run (``eval.json``'s ``cases``)."""
+    return {c["name"]: float(c[metric]) for c in record["cases"]}
+
+
+def paired_delta(model: dict[str, float], ref: dict[str, float], n_resamples: int = 10_000,
+                 seed: int = 0) -> dict:
+    """Paired bootstrap of ``mean(model) - mean(ref)`` over the images both were scored on."""
+    from medistill.metrics.paired import paired_bootstrap_per_image
+
+    if set(model) != set(ref):
+        raise SystemExit("paired comparison: the two runs were scored on different test images")
+    names = sorted(ref)
+    return paired_bootstrap_per_image([model[k] for k in names], [ref[k] for k in names],
+                                      n_resamples, seed)
+
+
+def _delta(d: dict) -> str:
+    return f"{d['value']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
+
+
+def round_cases(out: Path, paths: list[str]) -> dict[str, dict[str, float]]:
+    """Per-image test ``pixel_f1`` of model files (the rounds' students), evaluated exactly as
+    the pipeline evaluates its runs (recipe.json's data and eval settings)."""
+    from medistill.data.weak import WeakSegDataset
+    from medistill.engine.checkpoint import load_model
+    from medistill.pipelines import load_recipe
+    from medistill.pipelines.evaluate_weak import weak_cases
+    from medistill.pipelines.weak_data import load_weak_split
+
+    if not paths:
+        return {}
+    r = load_recipe(out / "recipe.json")
+    items, labels = load_weak_split(r.data, "test")
+    e, res = r.eval, {}
+    for path in paths:
+        model, meta = load_model(path)
+        norm = meta["normalization"]
+        ds = WeakSegDataset(items, labels, 2, r.data.image_size, norm["mean"], norm["std"],
+                            None, r.data.mask_mode, 0)
+        cases = weak_cases(model, ds, e.threshold, e.sigma, sigma_at=e.sigma_at)
+        res[path] = {it.name: float(c["pixel_f1"]) for it, c in zip(items, cases, strict=True)}
+    return res
+
+
+def paired_report(out: Path, n_resamples: int = 10_000) -> str:
+    """The paired tables of issue #13 (see the module doc) as markdown."""
+    from medistill.metrics.paired import over_seeds, verdict
+
+    by_role: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in collect(out):
+        by_role[r["role"]][r["seed"]] = r
+    base = by_role.get("mil_teacher", {})
+    if not base:
+        return "(no evaluated MIL teacher: no paired comparison)"
+    lines = ["", "Paired test `pixel_f1` difference to the same seed's MIL teacher (mean of "
+             "per-image differences, 95% paired bootstrap CI, p = share of resamples with "
+             "Δ <= 0):", "",
+             "| Run | Seed | MIL teacher | Run | Δ (95% CI) | p(Δ <= 0) | Verdict |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for role in ORDER[1:]:
+        seeds = sorted(s for s in by_role.get(role, {}) if s in base)
+        deltas = []
+        for s in seeds:
+            rec, ref = by_role[role][s], base[s]
+            d = paired_delta(per_image(rec), per_image(ref), n_resamples)
+            same = Path(rec["model_path"]).resolve() == Path(ref["model_path"]).resolve()
+            deltas.append({"pixel_f1": d})
+            note = ("returned the MIL teacher" if same
+                    else verdict(d, "KD", "the MIL teacher", "pixel F1"))
+            lines.append(f"| {NAMES[role]} | {s} | {ref['metrics']['pixel_f1']['value']:.3f} | "
+                         f"{rec['metrics']['pixel_f1']['value']:.3f} | {_delta(d)} | "
+                         f"{d['p_not_better']:.3f} | "
+                         f"{note} |")
+        if deltas:
+            o = over_seeds(deltas, "pixel_f1")
+            sd = f" ± {o['sd']:.3f}" if o["sd"] is not None else ""
+            lines.append(f"| {NAMES[role]}: over seeds | {o['n_seeds']} | | | "
+                         f"{o['mean']:+.3f}{sd} (mean ± sd) | | {o['n_positive']} seeds Δ > 0, "
+                         f"{o['n_ci_above_zero']} with CI > 0, {o['n_ci_below_zero']} with "
+                         "CI < 0 |")
+    rounds_path = out / "rounds.json"
+    rounds = json.loads(rounds_path.read_text()) if rounds_path.exists() else []
+    rounds = [r for r in rounds if r["seed"] in base]
+    if rounds:
+        cases = round_cases(out, sorted({r["student"] for r in rounds}))
+        lines += ["", "Every round's student against the MIL teacher (validation scores decide "
+                  "the swap; test Δ paired as above):", "",
+                  "| Run | Seed | Round | Val teacher | Val student | Swap | Test teacher | "
+                  "Test student | Test Δ student − MIL teacher (95% CI) |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for r in rounds:
+            d = paired_delta(cases[r["student"]], per_image(base[r["seed"]]), n_resamples)
+            lines.append(f"| {r['run']} | {r['seed']} | {r['round']} | {r['teacher_val']:.3f} | "
+                         f"{r['student_val']:.3f} | {'yes' if r['swapped'] else 'no'} | "
+                         f"{r['teacher_test_f1']:.3f} | {r['student_test_f1']:.3f} | "
+                         f"{_delta(d)} |")
     return "\n".join(lines)
 
 
