@@ -5,6 +5,8 @@ one is usually hard for the other. Comparing their two separate bootstrap interv
 overlap?) throws that pairing away and is far too conservative. :func:`paired_bootstrap`
 resamples the *images* once and recomputes both models' metrics on every resample, so the
 interval is that of the difference itself (``model - reference``, e.g. KD minus baseline).
+:func:`paired_bootstrap_per_image` does the same for a metric that is a mean of per-image
+values (AJI, PQ, Dice): the mean over resampled images of the per-image differences.
 
 :func:`over_seeds` summarises the per-seed differences of repeated runs (mean, sample sd, how
 many seeds are positive and how many have an interval that excludes 0), and :func:`verdict`
@@ -104,14 +106,74 @@ def paired_bootstrap(
             "confidence": float(confidence)}
 
 
+def paired_bootstrap_per_image(
+    values: ArrayLike,
+    ref_values: ArrayLike,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile-bootstrap CI of the mean per-image difference ``values - ref_values``.
+
+    ``values[i]`` and ``ref_values[i]`` are one metric of the model and of the reference on the
+    same image ``i``. Images where either is NaN (undefined) are left out (``n_undefined``).
+    The image indices are resampled once for both models: resample ``b`` is row ``b`` of
+    ``np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))`` (the resamples of
+    :func:`~medistill.metrics.segmentation.bootstrap_mean` with that seed) and its statistic
+    is the mean of the drawn defined differences; the interval is the ``(1 -/+ confidence) /
+    2`` percentile pair. ``n_resamples=0`` gives ``low == high == value``.
+
+    Returns ``{"value", "low", "high", "p_not_better", "n", "model", "reference",
+    "n_undefined", "n_resamples", "seed", "confidence"}``: ``value`` the observed mean
+    difference, ``model`` / ``reference`` the two means over the defined pairs,
+    ``p_not_better`` the share of resamples whose mean difference is <= 0 (a one-sided
+    bootstrap p-value). Accepted by :func:`over_seeds` and :func:`verdict`.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    b = np.asarray(ref_values, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise DataError(f"per-image values must be two non-empty 1-D arrays of one length, "
+                        f"got shapes {a.shape} and {b.shape}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
+        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
+    if n_resamples < 0:
+        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    n, d = a.size, a - b
+    defined = ~np.isnan(d)
+    nan = float("nan")
+    out: dict[str, Any] = {"value": nan, "low": nan, "high": nan, "p_not_better": nan,
+                           "n": int(n), "model": nan, "reference": nan,
+                           "n_undefined": int(n - defined.sum()),
+                           "n_resamples": int(n_resamples), "seed": int(seed),
+                           "confidence": float(confidence)}
+    if not defined.any():
+        return out
+    value = float(d[defined].mean())
+    out.update(value=value, low=value, high=value, p_not_better=float(value <= 0),
+               model=float(a[defined].mean()), reference=float(b[defined].mean()))
+    if n_resamples > 0:
+        idx = np.random.default_rng(seed).integers(0, n, size=(int(n_resamples), n))
+        cnt = defined[idx].sum(1)
+        sums = np.where(defined, d, 0.0)[idx].sum(1)
+        means = sums[cnt > 0] / cnt[cnt > 0]  # resamples without a defined pair left out
+        alpha = 1.0 - float(confidence)
+        low, high = np.percentile(means, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+        out.update(low=float(low), high=float(high), p_not_better=float(np.mean(means <= 0)))
+    return out
+
+
 def over_seeds(per_seed: Sequence[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
     """Mean and sample sd (n - 1) of one metric's paired difference over seeds.
 
-    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts). Also counts
-    the seeds whose difference is > 0 and those whose interval excludes 0 (above or below).
-    ``sd`` is None for a single seed.
+    ``per_seed``: :func:`paired_bootstrap` results (or their ``metrics`` dicts), or
+    :func:`paired_bootstrap_per_image` results (one metric each: ``metric`` only names it).
+    Also counts the seeds whose difference is > 0 and those whose interval excludes 0 (above or
+    below). ``sd`` is None for a single seed.
     """
-    rows = [r["metrics"][metric] if "metrics" in r else r[metric] for r in per_seed]
+    rows = [r if "value" in r else r["metrics"][metric] if "metrics" in r else r[metric]
+            for r in per_seed]
     if not rows:
         raise DataError("over_seeds needs at least one paired comparison")
     values = np.array([r["value"] for r in rows], dtype=np.float64)
