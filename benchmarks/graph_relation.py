@@ -182,24 +182,27 @@ def paired_section(runs: list[dict], n_resamples: int = 10_000) -> list[str]:
     return lines
 
 
-def loss_terms(runs: list[dict], weights: dict[str, float | str] | None = None) -> list[str]:
-    """Per role: each logged training term (``train_*`` of log.csv; raw, unweighted) at the
-    first, middle and last epoch, mean over seeds, and its weight in the objective."""
-    lines = ["", "Training-loss terms (raw means over the epoch's batches, mean over seeds; "
-             "weight = the term's factor in the total):", "",
-             "| Model | Term | Weight | Epoch 1 | Middle | Last |", "|---|---|---|---|---|---|"]
+def loss_terms(runs: list[dict], weights: dict[str, float] | None = None) -> list[str]:
+    """Per role: each logged training term (``train_*`` of log.csv, unweighted; the inter-image
+    terms already carry their (B / K) and (1 / K) sums over bank pairs) at the first, middle and
+    last epoch, mean over seeds, its weight in the objective and its weighted last value."""
+    lines = ["", "Training-loss terms (means over each epoch's batches, mean over seeds; "
+             "inter-image terms include the (B / K), (1 / K) sums over bank pairs):", "",
+             "| Model | Term | Weight | Epoch 1 | Middle | Last | Weighted, last |",
+             "|---|---|---|---|---|---|---|"]
     w = weights or {}
     for role in [r for r in ORDER if any(x["role"] == r for x in runs)]:
         hs = [x["history"] for x in runs if x["role"] == role and x.get("history")]
         if not hs:
             continue
         n = min(len(h) for h in hs)
-        terms = [k for k in hs[0][0] if k.startswith("train_") and k != "train_sup"]
-        for k in terms:
+        for k in [k for k in hs[0][0] if k.startswith("train_") and k != "train_sup"]:
             vals = [statistics.fmean(h[i].get(k, float("nan")) for h in hs)
                     for i in (0, (n - 1) // 2, n - 1)]
-            lines.append(f"| {role} | {k[6:]} | {w.get(k[6:], '')} | "
-                         + " | ".join(f"{v:.4g}" for v in vals) + " |")
+            wt = w.get(k[6:])
+            lines.append(f"| {role} | {k[6:]} | {'' if wt is None else f'{wt:g}'} | "
+                         + " | ".join(f"{v:.4g}" for v in vals)
+                         + f" | {'' if wt is None else f'{wt * vals[-1]:.4g}'} |")
     return lines
 
 
@@ -247,7 +250,7 @@ def summary_table(runs: list[dict], out: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def _weights(out: Path | None) -> dict[str, float | str]:
+def _weights(out: Path | None) -> dict[str, float]:
     """The objective's weight of each logged term, from the run's ``recipe.json``."""
     recipe = next(iter(sorted(out.glob("**/recipe.json"))), None) if out else None
     if recipe is None:
@@ -255,8 +258,7 @@ def _weights(out: Path | None) -> dict[str, float | str]:
     k = json.loads(recipe.read_text())["kd"]
     return {"affinity": k["affinity_weight"], "foreground": k["foreground_weight"],
             "agd": k["agd_weight"], "igd_node": k["node_weight"], "igd_edge": k["edge_weight"],
-            "inter_agd": f"{k['inter_agd_weight']} x B/{k['bank_sample']}",
-            "inter_igd": f"{k['inter_igd_weight']} / {k['bank_sample']}"}
+            "inter_agd": k["inter_agd_weight"], "inter_igd": k["inter_igd_weight"]}
 
 
 if __name__ == "__main__":
