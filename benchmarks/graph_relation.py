@@ -127,8 +127,14 @@ def paired_latency(out: Path, size: int, rounds: int) -> dict:
 
 
 def collect(out: Path) -> list[dict]:
-    """Every evaluated run under ``out`` (``*/eval.json``, ``seed*/*/eval.json``)."""
-    return [json.loads(p.read_text()) for p in sorted(out.glob("**/eval.json"))]
+    """Every evaluated run under ``out`` (``*/eval.json``, ``seed*/*/eval.json``, also in
+    sub-folders: one benchmark folder per seed), one per (role, seed): a teacher checkpoint
+    evaluated in several folders counts once."""
+    runs: dict[tuple[str, int], dict] = {}
+    for p in sorted(out.glob("**/eval.json")):
+        r = json.loads(p.read_text())
+        runs.setdefault((r["role"], r["seed"]), r)
+    return list(runs.values())
 
 
 def _fmt(m: dict) -> str:
@@ -139,6 +145,65 @@ def _ms(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _diff(d: dict) -> str:
+    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], P(<=0) {d['p_not_better']:.3f}"
+
+
+def paired_section(runs: list[dict], n_resamples: int = 10_000) -> list[str]:
+    """The teacher-student gap, then per seed the paired per-image (kd - no_kd) AJI / PQ
+    differences with 95% CIs, and their mean ± sd over seeds."""
+    from medistill.metrics.paired import over_seeds, verdict
+    from medistill.pipelines.graph_relation import paired_differences
+
+    lines = []
+    for role, title in [("teacher", "Teacher-student gap: teacher - no_kd"),
+                        ("intra", "KD effect: intra - no_kd"),
+                        ("full", "KD effect: full (intra + inter) - no_kd")]:
+        diffs = {m: paired_differences(runs, role, "no_kd", m, n_resamples) for m in ("aji", "pq")}
+        if not diffs["aji"]:
+            continue
+        lines += ["", f"{title} (paired per-image differences over the test images, mean "
+                  f"[95% CI], {n_resamples} resamples):", "",
+                  "| Student seed | AJI difference | PQ difference |", "|---|---|---|"]
+        for a, q in zip(diffs["aji"], diffs["pq"], strict=True):
+            lines.append(f"| {a['train_seed']} | {_diff(a)} | {_diff(q)} |")
+        for m, rows in diffs.items():
+            o = over_seeds(rows, m)
+            sd = "–" if o["sd"] is None else f"{o['sd']:.3f}"
+            lines.append(f"| mean ± sd ({m.upper()}) | {o['mean']:+.3f} ± {sd}; "
+                         f"{o['n_positive']}/{o['n_seeds']} seeds > 0, "
+                         f"{o['n_ci_above_zero']} with CI > 0, {o['n_ci_below_zero']} with "
+                         f"CI < 0 | |")
+        if role != "teacher":
+            lines += [""] + [f"- seed {a['train_seed']}: "
+                             + verdict(a, role, "no_kd", "AJI") for a in diffs["aji"]]
+    return lines
+
+
+def loss_terms(runs: list[dict], weights: dict[str, float] | None = None) -> list[str]:
+    """Per role: each logged training term (``train_*`` of log.csv, unweighted; the inter-image
+    terms already carry their (B / K) and (1 / K) sums over bank pairs) at the first, middle and
+    last epoch, mean over seeds, its weight in the objective and its weighted last value."""
+    lines = ["", "Training-loss terms (means over each epoch's batches, mean over seeds; "
+             "inter-image terms include the (B / K), (1 / K) sums over bank pairs):", "",
+             "| Model | Term | Weight | Epoch 1 | Middle | Last | Weighted, last |",
+             "|---|---|---|---|---|---|---|"]
+    w = weights or {}
+    for role in [r for r in ORDER if any(x["role"] == r for x in runs)]:
+        hs = [x["history"] for x in runs if x["role"] == role and x.get("history")]
+        if not hs:
+            continue
+        n = min(len(h) for h in hs)
+        for k in [k for k in hs[0][0] if k.startswith("train_") and k != "train_sup"]:
+            vals = [statistics.fmean(h[i].get(k, float("nan")) for h in hs)
+                    for i in (0, (n - 1) // 2, n - 1)]
+            wt = w.get(k[6:])
+            lines.append(f"| {role} | {k[6:]} | {'' if wt is None else f'{wt:g}'} | "
+                         + " | ".join(f"{v:.4g}" for v in vals)
+                         + f" | {'' if wt is None else f'{wt * vals[-1]:.4g}'} |")
+    return lines
 
 
 def summary_table(runs: list[dict], out: Path | None = None) -> str:
@@ -179,7 +244,21 @@ def summary_table(runs: list[dict], out: Path | None = None) -> str:
     lines.append("AJI gap closed (mean over seeds of (kd - no_kd) / (teacher - no_kd)): "
                  + ", ".join(f"{k}: {'–' if v is None else f'{100 * v:.1f}%'}"
                              for k, v in gap.items()))
+    if all(r.get("cases") for r in runs):
+        lines += paired_section(runs)
+    lines += loss_terms(runs, _weights(out))
     return "\n".join(lines)
+
+
+def _weights(out: Path | None) -> dict[str, float]:
+    """The objective's weight of each logged term, from the run's ``recipe.json``."""
+    recipe = next(iter(sorted(out.glob("**/recipe.json"))), None) if out else None
+    if recipe is None:
+        return {}
+    k = json.loads(recipe.read_text())["kd"]
+    return {"affinity": k["affinity_weight"], "foreground": k["foreground_weight"],
+            "agd": k["agd_weight"], "igd_node": k["node_weight"], "igd_edge": k["edge_weight"],
+            "inter_agd": k["inter_agd_weight"], "inter_igd": k["inter_igd_weight"]}
 
 
 if __name__ == "__main__":

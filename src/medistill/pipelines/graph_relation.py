@@ -27,6 +27,7 @@ from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
+from medistill.metrics.paired import paired_bootstrap_per_image
 from medistill.models import create_model
 from medistill.models.resunet import EmbeddingResUNet
 from medistill.pipelines.base import Pipeline, StagedRecipe
@@ -251,6 +252,38 @@ def gap_closed(runs: list[dict[str, Any]], metric: str = "aji") -> dict[str, flo
                 continue
             fractions.append((value(r) - plain[r["seed"]]) / (t - plain[r["seed"]]))
         out[role] = statistics.fmean(fractions) if fractions else None
+    return out
+
+
+def paired_differences(runs: list[dict[str, Any]], role: str, ref_role: str = "no_kd",
+                       metric: str = "aji", n_resamples: int = 10_000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Per seed, the paired per-image difference ``role - ref_role`` on ``metric``
+    (:func:`~medistill.metrics.paired.paired_bootstrap_per_image` over the test images, matched
+    by name), sorted by seed. A role with a single run (the shared teacher) is paired with every
+    seed of the other role. Each result also has ``"train_seed"`` (its ``"seed"`` is the
+    bootstrap's)."""
+    by_seed: dict[str, dict[int, dict[str, Any]]] = {role: {}, ref_role: {}}
+    for r in runs:
+        if r["role"] in by_seed:
+            by_seed[r["role"]].setdefault(r["seed"], r)
+    a, b = by_seed[role], by_seed[ref_role]
+    if not a or not b:
+        return []
+    seeds = sorted(set(a) & set(b) if len(a) > 1 and len(b) > 1 else a if len(b) == 1 else b)
+    out = []
+    for s in seeds:
+        ra = a.get(s) or next(iter(a.values()))
+        rb = b.get(s) or next(iter(b.values()))
+        va = {c["name"]: c[metric] for c in ra["cases"]}
+        vb = {c["name"]: c[metric] for c in rb["cases"]}
+        if set(va) != set(vb):
+            raise RecipeError(f"{ra['name']} and {rb['name']} were evaluated on different "
+                              "images; cannot pair them")
+        names = sorted(va)
+        res = paired_bootstrap_per_image([va[n] for n in names], [vb[n] for n in names],
+                                         n_resamples, seed)
+        out.append({**res, "train_seed": s})
     return out
 
 
