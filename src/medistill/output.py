@@ -27,27 +27,31 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
+def _check_base(shown: Path, start: Path, what: str) -> None:
+    base = _nearest_existing(start)
+    if not base.is_dir():
+        raise OutputError(f"{what} {shown}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {shown}: cannot write in {base} (read-only or no "
+                          "permission)")
+
+
 def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     """``path`` can be (or become) a folder this process may write into."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path}: exists and is not a folder")
-    base = _nearest_existing(path)
-    if not base.is_dir():
-        raise OutputError(f"{what} {path}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: cannot write in {base} (read-only or no permission)")
+    _check_base(path, path, what)
     return path
 
 
 def check_output_file(path: str | Path, what: str = "--out") -> Path:
-    """``path`` can be (over)written as a file: not a folder, its folder writable."""
+    """``path`` can be (over)written as a file: not a folder, its folder writable (the
+    atomic write puts a temporary file next to it)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder, expected a file name")
-    check_output_dir(path.parent, what)
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{what} {path}: the file is read-only")
+    _check_base(path, path.parent, what)
     return path
 
 

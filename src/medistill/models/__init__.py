@@ -23,7 +23,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     factory = MODELS.get(name)
     try:
         return factory(num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as e:
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no kwargs"
         raise RecipeError(f"model {name!r} ({given}): {e}") from None
 
