@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_image, write_png
 from torch.utils.data import DataLoader, Dataset
 
 from medistill.config import DataConfig
@@ -24,8 +25,6 @@ from medistill.output import remove_stale_tmp
 from medistill.pipelines import load_recipe
 from medistill.pipelines.base import Pipeline
 from medistill.pipelines.resolution import ResolutionRecipe
-
-from conftest import random_image, write_png
 
 
 def medistill(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import random_image, write_png
 from PIL import Image
 
 from medistill.config import DataConfig
@@ -18,8 +19,6 @@ from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import SegItem, read_seg_manifest
 from medistill.errors import DataError
 from medistill.pipelines.datasets import load_split
-
-from conftest import random_image, write_png
 
 
 def _manifest(path: Path, rows: list[list[str]], encoding: str = "utf-8") -> Path:
