@@ -226,3 +226,36 @@ def test_stale_temporary_files_are_removed_when_the_folder_is_reopened(tmp_path)
     assert not any(p.exists() for p in stale)
     assert fresh.exists() and keep.exists() and (out / "recipe.json").is_file()
     assert remove_stale_tmp(tmp_path / "nowhere") == []
+
+
+def test_student_factors_finer_than_the_original_are_refused_on_load(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: resolution_kd\ndata: {root: x}\nteacher_factor: 2\n"
+                      "student_factors: [2, 0.25]\n")
+    with pytest.raises(RecipeError, match=r"student_factors: teacher_factor x 0.25 < 1"):
+        load_recipe(recipe)
+
+
+def test_every_model_is_built_before_the_folder_is_created(tmp_path):
+    recipe = ResolutionRecipe(data=DataConfig(root=str(tmp_path)),
+                              student={"name": "small_resnet", "kwargs": {"groups": 0}})
+    out = tmp_path / "o"
+    with pytest.raises(RecipeError, match=r"^student: model 'small_resnet' \(groups=0\)"):
+        Pipeline(recipe, out, progress=False).start()
+    assert not out.exists()
+
+
+def test_non_finite_outputs_are_not_evaluated(single_thread):
+    from medistill.data import SampleList, read_manifest
+    from medistill.errors import CheckpointError
+    from medistill.pipelines import demo_data_root
+    from medistill.pipelines.evaluate import evaluate_classifier
+
+    samples = read_manifest(demo_data_root() / "labels.csv", "test").samples[:3]
+    model = create_model("small_resnet", 4)
+    with torch.no_grad():
+        model.head.weight.fill_(3e38)  # finite weights, infinite logits
+    meta = {**META, "classes": list("abcd")}
+    with pytest.raises(CheckpointError, match=r"outputs are not finite for 3 of 3 images"):
+        evaluate_classifier(model.eval(), meta, SampleList(samples, list("abcd")),
+                            n_resamples=10, latency=False)

@@ -215,3 +215,27 @@ def merge_train(base: TrainConfig, override: dict[str, Any] | None, key: str) ->
         return TrainConfig.model_validate(merged)
     except ValidationError as e:
         raise RecipeError(format_validation_error(e, key)) from None
+
+
+def model_sections(node: BaseModel, prefix: str = "") -> list[tuple[str, ModelConfig]]:
+    """``(key, ModelConfig)`` of every model section of a recipe (nested sections too)."""
+    found = []
+    for name in type(node).model_fields:
+        value = getattr(node, name)
+        if isinstance(value, ModelConfig):
+            found.append((prefix + name, value))
+        elif isinstance(value, BaseModel):
+            found += model_sections(value, f"{prefix}{name}.")
+    return found
+
+
+def build_models_once(recipe: BaseModel) -> None:
+    """Build every model a recipe names once, so a kwarg value the model rejects stops the run
+    before its output folder exists (not when that model's stage starts)."""
+    from medistill.models import create_model
+
+    for key, spec in model_sections(recipe):
+        try:
+            create_model(spec.name, 2, **spec.kwargs)
+        except RecipeError as e:
+            raise RecipeError(f"{key}: {e}") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from medistill.config import StrictModel, TrainConfig, merge_train
+from medistill.config import StrictModel, TrainConfig, build_models_once, merge_train
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.engine.distributed import barrier, is_main
 from medistill.engine.trainer import Trainer
@@ -56,6 +56,7 @@ class Pipeline:
         recipe. Call after the data has been read, so bad data leaves nothing behind."""
         if (self.out / "recipe.json").exists() and not self.resume:
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
+        build_models_once(self.r)  # a model kwarg it rejects stops here, not mid-run
         barrier()  # every rank has checked before rank 0 writes
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
