@@ -161,6 +161,8 @@ def test_recipe_problems_are_found_when_it_is_read(tmp_path):
         load_recipe(recipe)
     recipe.write_text("\ufeff" + base)  # a BOM from a Windows editor is fine
     assert load_recipe(recipe).method == "resolution_kd"
+    with pytest.raises(RecipeError, match=r"--set 'train.lr=\[1': invalid YAML value"):
+        load_recipe(recipe, ["train.lr=[1"])
 
 
 def test_bad_kwarg_values_are_one_line_naming_the_model():
@@ -259,3 +261,12 @@ def test_non_finite_outputs_are_not_evaluated(single_thread):
     with pytest.raises(CheckpointError, match=r"outputs are not finite for 3 of 3 images"):
         evaluate_classifier(model.eval(), meta, SampleList(samples, list("abcd")),
                             n_resamples=10, latency=False)
+
+
+def test_predict_wsi_checks_its_output_folder_before_the_slide(tmp_path):
+    from medistill.deploy import predict_wsi
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match=r"afile is a file, not a folder"):
+        predict_wsi(tmp_path / "missing.svs", tmp_path / "m.pt", blocker / "out", mpp=4.0)

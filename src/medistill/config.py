@@ -176,7 +176,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node.get(p, {}), dict):
                 raise RecipeError(f"--set {key}: {p} is not a section")
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise RecipeError(f"--set {item!r}: invalid YAML value: {problem}") from None
     return raw
 
 
