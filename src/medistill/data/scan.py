@@ -3,10 +3,11 @@
 A bad image in the test split used to surface only after the teacher had trained; these
 scans read image headers (PNG chunks are verified, JPEGs checked for their end marker) and
 decode only the masks (small, and their classes must be known), so thousands of images take
-seconds (EBHI-Seg's 2,032 classification images: 6 s on a busy 2-core box); every problem is a one-line :class:`DataError` naming the file:
-unreadable or truncated images, masks / label maps that are missing, colour, of another size
-than their image or holding an unknown class, and images of mixed sizes where the data gives
-no ``image_size`` to bring them to one size.
+seconds (EBHI-Seg's 2,032 classification images: 6 s on a busy 2-core box). Every problem
+is a one-line :class:`DataError` naming the file: unreadable or truncated images, masks /
+label maps that are missing, colour, of another size than their image or holding an unknown
+class, and images of mixed sizes where the data gives no ``image_size`` to bring them to one
+size.
 """
 
 from __future__ import annotations
