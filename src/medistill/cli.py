@@ -297,8 +297,8 @@ def demo(
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
     from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
 
-    cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     check_output_dir(out)
+    cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     results = run_recipe(cfg, out, resume=resume, progress=progress)
     _print_runs(results["runs"])
     typer.echo(f"report: {out / 'report.html'}")

@@ -204,8 +204,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def validate(schema: type[BaseModel], raw: dict[str, Any], source: str) -> Any:
+    """``raw`` validated by ``schema``; errors are one line naming ``source`` and the key.
+
+    A recipe's per-stage overrides (``stages.<stage>``, merged into ``train`` by its
+    ``stage_train``) are checked here too, not when that stage starts (after the earlier
+    stages have trained)."""
     try:
-        return schema.model_validate(raw)
+        cfg = schema.model_validate(raw)
+        for stage in getattr(cfg, "stages", None) or {}:
+            if hasattr(cfg, "stage_train"):
+                cfg.stage_train(stage, cfg.train.seed)
+        return cfg
     except ValidationError as e:
         raise RecipeError(format_validation_error(e, source)) from None
     except RecipeError as e:  # raised by a nested check (e.g. a stage override)

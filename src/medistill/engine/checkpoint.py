@@ -107,13 +107,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{path} is not a medistill model file (format {ckpt.get('format')!r}); "
             "use a run's best.pt or model.pt"
         )
-    missing = [k for k in ("model", "classes", "state_dict") if k not in ckpt]
-    spec = ckpt.get("model")
-    if missing or not isinstance(spec, dict) or "name" not in spec:
-        raise CheckpointError(f"{path}: model file without {(missing or ['model.name'])[0]!r}")
+    spec, classes = ckpt.get("model"), ckpt.get("classes")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("kwargs", {}), dict) and isinstance(classes, list)
+            and isinstance(ckpt.get("state_dict"), dict)):
+        raise CheckpointError(f"{path} is not a medistill model file (no model, classes or "
+                              "state_dict)")
     try:
-        model = create_model(spec["name"], num_classes=len(ckpt["classes"]),
-                             **spec.get("kwargs", {}))
+        model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
     except MedistillError as e:
         raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
     load_state_strict(model, ckpt["state_dict"], str(path))

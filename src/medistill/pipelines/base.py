@@ -9,14 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
-
-from medistill.config import StrictModel, TrainConfig, build_models_once, merge_train
+from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.engine.distributed import barrier, is_main
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
-from medistill.output import remove_stale_tmp
 
 
 class StagedRecipe(StrictModel):
@@ -24,14 +21,6 @@ class StagedRecipe(StrictModel):
 
     train: TrainConfig = TrainConfig()
     stages: dict[str, dict[str, Any]] = {}
-
-    @model_validator(mode="after")
-    def _stages_valid(self) -> StagedRecipe:
-        """Every stage override is checked when the recipe is read, not when its stage starts
-        (after the earlier stages have trained)."""
-        for stage in self.stages:
-            self.stage_train(stage, self.train.seed)
-        return self
 
     def stage_train(self, stage: str, seed: int) -> TrainConfig:
         cfg = merge_train(self.train, self.stages.get(stage), f"stages.{stage}")
@@ -56,11 +45,9 @@ class Pipeline:
         recipe. Call after the data has been read, so bad data leaves nothing behind."""
         if (self.out / "recipe.json").exists() and not self.resume:
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
-        build_models_once(self.r)  # a model kwarg it rejects stops here, not mid-run
         barrier()  # every rank has checked before rank 0 writes
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.out)  # half-written files of a killed earlier process
             atomic_write_text(self.out / "recipe.json", self.r.model_dump_json(indent=2))
 
     def fit(self, run: str, method: Any, train_set: Any, val_set: Any, cfg: TrainConfig,
