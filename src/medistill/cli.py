@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from medistill.errors import MedistillError
+from medistill.errors import MedistillError, one_line
+from medistill.output import check_output_dir, check_output_file
 
 app = typer.Typer(
     help="Knowledge distillation for medical and histopathology imaging.",
@@ -144,7 +145,7 @@ def run(
     from medistill.pipelines import RECIPES, load_recipe, run_recipe
 
     cfg = load_recipe(recipe, set_ or [])  # validated here, before any process starts
-    out = out or Path("runs") / recipe.stem
+    out = check_output_dir(out or Path("runs") / recipe.stem)
     if nproc > 1 or init_from_env():
         if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
             raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
@@ -201,6 +202,8 @@ def evaluate(
     from medistill.pipelines.datasets import load_split
     from medistill.pipelines.evaluate import evaluate_classifier
 
+    if out:
+        check_output_dir(out)
     model, meta = load_model(checkpoint)
     if meta.get("weak"):
         _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out)
@@ -208,7 +211,8 @@ def evaluate(
     if meta.get("task") == "segmentation":
         _evaluate_segmenter(checkpoint, model, meta, data, split, n_resamples, out)
         return
-    cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv}, "--data")
+    cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv,
+                                "image_size": meta.get("image_size")}, "--data")
     samples = load_split(cfg, split, meta["classes"])
     res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
     factor = meta["view"]["factor"]
@@ -322,6 +326,7 @@ def demo(
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
     from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
 
+    check_output_dir(out)
     cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
         results = run_recipe(cfg, out, resume=resume, progress=progress)
@@ -356,6 +361,7 @@ def export(
         fmt = format_.lower()
         out = checkpoint.with_name(
             checkpoint.stem + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
+    check_output_file(out)
     res = export_model(checkpoint, out, format_, input_size=size, atol=atol)
     h, w = res["input_size"]
     typer.echo(f"exported: {res['path']} ({res['format']}, input 3x{h}x{w}, logits out)")
@@ -375,9 +381,16 @@ def predict(
     from medistill.deploy import predict_folder
 
     rows = predict_folder(model, images, out, batch_size=batch_size)
-    counts = Counter(r["prediction"] for r in rows)
-    typer.echo(f"{len(rows)} images: " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    counts = Counter(r["prediction"] for r in rows if not r.get("error"))
+    failed = [r for r in rows if r.get("error")]
+    typer.echo(f"{len(rows) - len(failed)} images: "
+               + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    if failed:
+        typer.echo(f"{len(failed)} unreadable image(s) skipped (see the 'error' column), e.g. "
+                   f"{failed[0]['path']}: {failed[0]['error']}", err=True)
     typer.echo(f"predictions: {out}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("predict-wsi")
@@ -403,6 +416,7 @@ def predict_wsi_command(
 
     if mpp is not None and magnification is not None:
         raise DataError("give --mpp or --magnification, not both")
+    check_output_dir(out)
     s = predict_wsi(slide, model, out, mpp=mpp, magnification=magnification, tile_px=tile_px,
                     batch_size=batch_size, tissue_threshold=tissue_threshold, progress=progress)
     where = f"{s['mpp']:.4g} mpp" if s["mpp"] else f"downsample {s['downsample']:.4g}"
@@ -419,8 +433,8 @@ def predict_wsi_command(
 def main() -> None:
     try:
         app()
-    except MedistillError as e:
-        typer.echo(f"error: {e}", err=True)
+    except (MedistillError, OSError) as e:  # bad input or an output location: one line
+        typer.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -1,7 +1,9 @@
 """Recipe schemas (pydantic, strict) and YAML loading with ``--set key=value`` overrides.
 
 Every recipe is YAML with a ``method:`` key that picks its schema. Unknown keys and wrong types
-are rejected with a one-line error naming the key.
+are rejected with a one-line error naming the key; so are, before anything runs, devices this
+machine does not have (``train.device: cuda:1`` on a CPU build), unknown model names and model
+``kwargs`` the model does not take, and bad keys in any ``stages`` override.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medistill.errors import RecipeError
 
@@ -49,8 +51,39 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(False, description="NHWC memory format (faster convs on CPU)")
     amp: Literal["none", "bf16", "fp16"] = Field(
         "none", description="autocast dtype (bf16/fp16 only where the device has fast units)")
+    max_loss_factor: float | None = Field(
+        1e4, gt=1, description="stop when a step's loss exceeds this times the first step's "
+        "(at least 1); None: never")
     progress: bool = True
     tensorboard: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, v: str) -> str:
+        check_device(v)
+        return v
+
+
+def check_device(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is ``auto`` or a device this machine has."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name!r} is not a device (cpu, cuda, cuda:N, mps or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name!r}: CUDA is not available here (a CPU-only PyTorch build "
+                             "or no visible GPU); use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name!r}: only {count} CUDA device(s) visible "
+                             f"(cuda:0-cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name!r}: MPS is not available here; use cpu")
 
 
 class SplitNames(StrictModel):
@@ -76,8 +109,32 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
+    """A registered model and the keyword arguments of its factory (checked against its
+    signature when the recipe is read)."""
+
     name: str = "small_resnet"
     kwargs: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from medistill.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of: {', '.join(MODELS.names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_fit(self) -> ModelConfig:
+        import inspect
+
+        from medistill.models import MODELS
+
+        try:
+            inspect.signature(MODELS.get(self.name)).bind(num_classes=2, **self.kwargs)
+        except TypeError as e:
+            raise ValueError(f"kwargs of model {self.name!r}: {e}") from None
+        return self
 
 
 class AugmentConfig(StrictModel):
@@ -104,6 +161,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    msg = msg.removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {key}: {msg}{more}"
 
@@ -120,28 +178,49 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node.get(p, {}), dict):
                 raise RecipeError(f"--set {key}: {p} is not a section")
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise RecipeError(f"--set {item!r}: invalid YAML value: {problem}") from None
     return raw
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a dict; errors name the file (and the line of a YAML syntax error)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text (UTF-8 YAML) file") from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{where}: invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping")
     return raw
 
 
 def validate(schema: type[BaseModel], raw: dict[str, Any], source: str) -> Any:
+    """``raw`` validated by ``schema``; errors are one line naming ``source`` and the key.
+
+    A recipe's per-stage overrides (``stages.<stage>``, merged into ``train`` by its
+    ``stage_train``) are checked here too, not when that stage starts (after the earlier
+    stages have trained)."""
     try:
-        return schema.model_validate(raw)
+        cfg = schema.model_validate(raw)
+        for stage in getattr(cfg, "stages", None) or {}:
+            if hasattr(cfg, "stage_train"):
+                cfg.stage_train(stage, cfg.train.seed)
+        return cfg
     except ValidationError as e:
         raise RecipeError(format_validation_error(e, source)) from None
+    except RecipeError as e:  # raised by a nested check (e.g. a stage override)
+        raise RecipeError(f"{source}: {e}") from None
 
 
 def merge_train(base: TrainConfig, override: dict[str, Any] | None, key: str) -> TrainConfig:
@@ -151,3 +230,27 @@ def merge_train(base: TrainConfig, override: dict[str, Any] | None, key: str) ->
         return TrainConfig.model_validate(merged)
     except ValidationError as e:
         raise RecipeError(format_validation_error(e, key)) from None
+
+
+def model_sections(node: BaseModel, prefix: str = "") -> list[tuple[str, ModelConfig]]:
+    """``(key, ModelConfig)`` of every model section of a recipe (nested sections too)."""
+    found = []
+    for name in type(node).model_fields:
+        value = getattr(node, name)
+        if isinstance(value, ModelConfig):
+            found.append((prefix + name, value))
+        elif isinstance(value, BaseModel):
+            found += model_sections(value, f"{prefix}{name}.")
+    return found
+
+
+def build_models_once(recipe: BaseModel) -> None:
+    """Build every model a recipe names once, so a kwarg value the model rejects stops the run
+    before its output folder exists (not when that model's stage starts)."""
+    from medistill.models import create_model
+
+    for key, spec in model_sections(recipe):
+        try:
+            create_model(spec.name, 2, **spec.kwargs)
+        except RecipeError as e:
+            raise RecipeError(f"{key}: {e}") from None

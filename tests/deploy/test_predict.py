@@ -17,7 +17,7 @@ from PIL import Image
 from medistill.data import Sample, SampleList, list_images
 from medistill.deploy import export_model, predict_folder, sidecar_path
 from medistill.engine import load_model, save_model
-from medistill.errors import CheckpointError, DataError
+from medistill.errors import CheckpointError, DataError, OutputError
 from medistill.models import create_model
 from medistill.pipelines import demo_data_root
 from medistill.pipelines.evaluate import dataset_for_model
@@ -97,7 +97,8 @@ def test_predictions_match_the_pytorch_model(fmt, exported, model_path, images, 
     assert len(set(classes)) > 1  # the check is not vacuous
 
     table = read_csv(out)
-    assert list(table[0]) == ["path", "prediction", *[f"prob_{c}" for c in CLASSES]]
+    assert list(table[0]) == ["path", "prediction", *[f"prob_{c}" for c in CLASSES], "error"]
+    assert all(r["error"] == "" for r in table)
     expected = [p.relative_to(images).as_posix() for p in list_images(images)]
     assert [r["path"] for r in table] == expected == [r["path"] for r in rows]
     assert [r["prediction"] for r in table] == classes
@@ -124,16 +125,43 @@ def test_images_of_varying_size_with_a_dynamic_model(tmp_path, single_thread):
     np.testing.assert_allclose(got, probs, atol=1e-5, rtol=0)
 
 
-def test_a_corrupt_image_is_a_one_line_error_naming_it(exported, images, tmp_path):
+def test_unreadable_images_are_reported_and_the_others_predicted(exported, model_path, images,
+                                                                 tmp_path):
     folder = tmp_path / "imgs"
     shutil.copytree(images, folder)
     bad = folder / "normal" / "broken.png"
     bad.write_bytes(b"not a png at all")
     out = tmp_path / "p.csv"
-    with pytest.raises(DataError, match="broken.png") as err:
-        predict_folder(exported["onnx"], folder, out)
-    assert "\n" not in str(err.value)
-    assert not out.exists()
+    rows = predict_folder(exported["onnx"], folder, out, batch_size=3)
+    assert len(rows) == len(list_images(images)) + 1
+    failed = [r for r in rows if r.get("error")]
+    assert [r["path"] for r in failed] == ["normal/broken.png"]
+    assert "broken.png" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    table = read_csv(out)
+    assert [r["path"] for r in table] == [p.relative_to(folder).as_posix()
+                                          for p in list_images(folder)]
+    good = [r["prediction"] for r in table if not r["error"]]
+    assert good == pytorch_predictions(model_path, images)[0]
+    row = next(r for r in table if r["path"] == "normal/broken.png")
+    assert row["prediction"] == "" and row[f"prob_{CLASSES[0]}"] == ""
+
+    res = medistill("predict", str(exported["onnx"]), "--images", str(folder), "--out",
+                    str(tmp_path / "q.csv"))
+    assert res.returncode == 1
+    assert "1 unreadable image(s) skipped" in res.stderr and "broken.png" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert f"{len(list_images(images))} images:" in res.stdout
+
+
+def test_predict_checks_its_output_before_reading_images(exported, images, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="afile"):
+        predict_folder(exported["onnx"], images, blocker / "p.csv")
+    res = medistill("predict", str(exported["onnx"]), "--images", str(images), "--out",
+                    str(tmp_path))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: --out {tmp_path}: is a folder, expected a file name"
 
 
 def test_missing_or_bad_inputs(exported, images, tmp_path):

@@ -9,11 +9,12 @@ Layouts:
 
 from __future__ import annotations
 
-import csv
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medistill.data.io import IMAGE_SUFFIXES, list_images
+from medistill.data.io import IMAGE_SUFFIXES, list_images, read_csv
 from medistill.errors import DataError
 
 UNLABELED = -1
@@ -75,32 +76,55 @@ def read_manifest(
     ``path_column``, e.g. ``"images/{name}.jpg"`` for GlaS's ``labels.csv``.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"CSV manifest not found: {csv_path}")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        needed = (label_column, split_column) + (() if path_template else (path_column,))
-        for column in needed:
-            if column not in header:
-                raise DataError(f"{csv_path}: no column {column!r} (columns: {', '.join(header)})")
-        rows = [r for r in reader if r[split_column] == split]
-    if not rows:
-        raise DataError(f"{csv_path}: split {split!r} is empty")
-    all_labels = [r[label_column] for r in rows]
-    classes = _check_classes(all_labels, classes, str(csv_path))
-    samples = []
-    for r in rows:
+    needed = (label_column, split_column) + (() if path_template else (path_column,))
+    _, all_rows = read_csv(csv_path, needed)
+    paths = []
+    for r in all_rows:
         try:
             path = Path(path_template.format(**r) if path_template else r[path_column])
         except KeyError as e:
             raise DataError(f"{csv_path}: path_template {path_template!r} names no column "
                             f"{e.args[0]!r}") from None
-        path = path if path.is_absolute() else csv_path.parent / path
+        if not str(path).strip() or str(path) == ".":
+            raise DataError(f"{csv_path}: line {r['__line__']}: empty {path_column!r}")
+        paths.append(path if path.is_absolute() else csv_path.parent / path)
+    check_split_overlap(csv_path, ((r["__line__"], r[split_column], p)
+                                   for r, p in zip(all_rows, paths, strict=True)))
+    chosen = [(r, p) for r, p in zip(all_rows, paths, strict=True) if r[split_column] == split]
+    if not chosen:
+        raise DataError(f"{csv_path}: split {split!r} is empty")
+    for r, _ in chosen:
+        if labeled and not r[label_column].strip():
+            raise DataError(f"{csv_path}: line {r['__line__']}: empty {label_column!r}")
+    all_labels = [r[label_column] for r, _ in chosen if labeled or r[label_column].strip()]
+    classes = _check_classes(all_labels, classes, str(csv_path))
+    samples = []
+    for r, path in chosen:
         if not path.is_file():
             raise DataError(f"{csv_path}: file listed for split {split!r} not found: {path}")
         samples.append(Sample(path, classes.index(r[label_column]) if labeled else UNLABELED))
     return SampleList(samples, classes)
+
+
+def check_split_overlap(source: str | Path, entries: Iterable[tuple[int, str, Path]]) -> None:
+    """Refuse a file listed in two splits (``(line, split, path)`` entries): test images seen
+    in training make the test scores meaningless. A file listed twice in ONE split is only
+    warned about (it is then sampled twice as often)."""
+    first: dict[Path, tuple[int, str]] = {}
+    repeats = 0
+    example = ""
+    for line, split, path in entries:
+        if path not in first:
+            first[path] = (line, split)
+            continue
+        line0, split0 = first[path]
+        if split0 != split:
+            raise DataError(f"{source}: {path} is in split {split0!r} (line {line0}) and in "
+                            f"split {split!r} (line {line})")
+        repeats += 1
+        example = example or f"{path} (lines {line0} and {line})"
+    if repeats:
+        warnings.warn(f"{source}: {repeats} duplicate row(s), e.g. {example}", stacklevel=3)
 
 
 def scan_images(root: str | Path, split: str | None = None) -> SampleList:

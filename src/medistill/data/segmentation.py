@@ -23,17 +23,17 @@ jitter on the image only). Randomness comes from ``(seed, epoch, index)`` only, 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from medistill.data.io import IMAGE_SUFFIXES, load_image
+from medistill.data.io import IMAGE_SUFFIXES, PIL_ERRORS, load_image, read_csv
+from medistill.data.records import check_split_overlap
 from medistill.errors import DataError
 
 
@@ -65,7 +65,7 @@ def read_label_array(path: Path, kind: str, rule: str) -> np.ndarray:
             if im.mode in ("RGB", "RGBA"):
                 raise DataError(f"{kind} {path} is a colour image; {rule}")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except PIL_ERRORS as e:
         raise DataError(f"cannot read {kind} {path}: {e}") from None
     if arr.ndim != 2:
         raise DataError(f"{kind} {path} must be 2-D, got shape {arr.shape}")
@@ -125,10 +125,7 @@ def read_seg_manifest(
     """
     csv_path = Path(csv_path)
     base = Path(root) if root is not None else csv_path.parent
-    if not csv_path.is_file():
-        raise DataError(f"manifest not found: {csv_path}")
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    header, rows = read_csv(csv_path)
     if not rows:
         raise DataError(f"{csv_path}: the manifest has no rows")
     needed = [c for c in (image_column, mask_column) if c]
@@ -136,8 +133,8 @@ def read_seg_manifest(
         needed.append(name_column)
     needed.append(group_column if group_splits else split_column or "")
     for col in needed:
-        if col and col not in rows[0]:
-            raise DataError(f"{csv_path}: no column {col!r} (columns: {', '.join(rows[0])})")
+        if col and col not in header:
+            raise DataError(f"{csv_path}: no column {col!r} (columns: {', '.join(header)})")
     if not split_column and not group_splits:
         raise DataError(f"{csv_path}: give a split column or a group column with group_splits "
                         "(otherwise every split would hold every row)")
@@ -147,16 +144,24 @@ def read_seg_manifest(
             raise DataError(f"{csv_path}: group_splits needs a group_column")
         for split, groups in group_splits.items():
             for g in groups:
-                group_of[str(g)] = split
-    items = []
+                if group_of.setdefault(str(g), split) != split:
+                    raise DataError(f"{csv_path}: group {g!r} is assigned to splits "
+                                    f"{group_of[str(g)]!r} and {split!r}")
+    items, entries = [], []
     for row in rows:
         split = group_of.get(row[group_column]) if group_splits else row[split_column]
-        if split not in splits:
-            continue
-        name = row.get(name_column) or Path(row[image_column or ""]).stem
+        name = row.get(name_column) or (Path(row[image_column]).stem if image_column else "")
+        if not name.strip():
+            raise DataError(f"{csv_path}: line {row['__line__']}: empty image name or path")
         image = row[image_column] if image_column else image_pattern.format(name=name)
         mask = row[mask_column] if mask_column else mask_pattern.format(name=name)
-        items.append(SegItem(name=name, image=base / image, mask=base / mask))
+        if split is not None:
+            entries.append((row["__line__"], split, base / image))
+        if split in splits:
+            if not mask.strip():
+                raise DataError(f"{csv_path}: line {row['__line__']}: empty mask path")
+            items.append(SegItem(name=name, image=base / image, mask=base / mask))
+    check_split_overlap(csv_path, entries)
     if not items:
         raise DataError(f"{csv_path}: no rows in split(s) {', '.join(splits)}")
     return items

@@ -10,12 +10,12 @@ Training methods read only ``"label"``; ``"mask"`` is for validation and testing
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from medistill.data.io import read_csv
 from medistill.data.segmentation import SegItem, SegmentationDataset
 from medistill.errors import DataError
 
@@ -47,13 +47,7 @@ def column_by_image(csv_path: str | Path, root: str | Path, path_column: str | N
     """Image path (as :func:`read_seg_manifest` builds it) -> the value of ``column`` in its
     row (the image label, or a patient / case id)."""
     csv_path, base = Path(csv_path), Path(root)
-    if not csv_path.is_file():
-        raise DataError(f"manifest not found: {csv_path}")
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or column not in rows[0]:
-        cols = ", ".join(rows[0]) if rows else "none"
-        raise DataError(f"{csv_path}: no column {column!r} (columns: {cols})")
+    _, rows = read_csv(csv_path, [column])
     out = {}
     for row in rows:
         rel = row[path_column] if path_column else image_pattern.format(name=row[name_column])
@@ -72,6 +66,8 @@ def assign_labels(items: Sequence[SegItem], raw: dict[Path, str], positive: Sequ
         value = raw.get(item.image) if item.image is not None else None
         if value is None:
             raise DataError(f"{source}: no label for {item.image}")
+        if not value:
+            raise DataError(f"{source}: empty label for {item.image}")
         if value in pos or value in neg:
             kept.append(item)
             labels.append(1 if value in pos else 0)

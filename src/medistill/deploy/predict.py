@@ -19,6 +19,7 @@ from medistill.data.transforms import to_tensor
 from medistill.data.views import view_from_spec
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.errors import CheckpointError, DataError, MedistillError
+from medistill.output import check_output_file
 
 #: version tag of the sidecar JSON written next to every exported model
 EXPORT_SCHEMA = "medistill-export/1"
@@ -165,17 +166,21 @@ def predict_folder(
     """Classify every image below ``folder`` with an exported model; write a CSV.
 
     The CSV (written atomically) has columns ``path`` (relative to ``folder``), ``prediction``
-    (class name) and ``prob_<class>`` for every class, one row per image in sorted path order.
+    (class name), ``prob_<class>`` for every class and ``error``, one row per image in sorted
+    path order. An image that cannot be read (or gives the wrong input size for the model)
+    does not stop the batch: its row has an empty prediction and the reason in ``error``.
     Images are batched ``batch_size`` at a time (consecutive images of the same size only, when
-    the model takes any size). Returns the rows as dicts (probabilities as floats).
+    the model takes any size). Returns the rows as dicts (probabilities as floats; ``error``
+    only in the rows of failed images).
 
     Raises:
-        DataError: the folder is missing or holds no images, or an image is unreadable
-            (the one-line message names the file).
+        DataError: the folder is missing or holds no images.
         CheckpointError: the model file or its sidecar is missing or invalid.
+        OutputError: ``out_csv`` cannot be written (checked before any image is read).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    check_output_file(out_csv)
     folder = Path(folder)
     paths = list_images(folder)
     if not paths:
@@ -204,22 +209,31 @@ def predict_folder(
         names.clear()
 
     for path in paths:
-        x = preprocess(load_image(path))
-        if fixed is not None and x.shape[1:] != fixed:
-            raise DataError(
-                f"{path}: gives a {x.shape[1]}x{x.shape[2]} model input, the exported model "
-                f"takes {fixed[0]}x{fixed[1]}"
-            )
+        name = path.relative_to(folder).as_posix()
+        try:
+            x = preprocess(load_image(path))
+            if fixed is not None and x.shape[1:] != fixed:
+                raise DataError(
+                    f"{path}: gives a {x.shape[1]}x{x.shape[2]} model input, the exported model "
+                    f"takes {fixed[0]}x{fixed[1]}"
+                )
+        except DataError as e:
+            if batch:
+                flush()  # keep the rows in path order
+            rows.append({"path": name, "prediction": "", "error": str(e)})
+            continue
         if batch and (len(batch) >= batch_size or x.shape != batch[0].shape):
             flush()
         batch.append(x)
-        names.append(path.relative_to(folder).as_posix())
-    flush()
+        names.append(name)
+    if batch:
+        flush()
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "prediction", *columns])
+    writer.writerow(["path", "prediction", *columns, "error"])
     for row in rows:
-        writer.writerow([row["path"], row["prediction"], *(f"{row[c]:.6g}" for c in columns)])
+        probs = [f"{row[c]:.6g}" if c in row else "" for c in columns]
+        writer.writerow([row["path"], row["prediction"], *probs, row.get("error", "")])
     atomic_write_text(out_csv, buffer.getvalue())
     return rows

@@ -429,8 +429,11 @@ def predict_wsi(
         DataError: missing/unreadable slide, missing resolution metadata, a resolution finer
             than the slide's, a slide smaller than one tile, bad arguments.
         CheckpointError: missing or invalid model file / sidecar.
+        OutputError: ``out_dir`` cannot be a folder this process writes into.
     """
     from tqdm.auto import tqdm
+
+    from medistill.output import check_output_dir
 
     started = time.perf_counter()
     if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
@@ -438,6 +441,7 @@ def predict_wsi(
     if not 0.0 <= tissue_threshold <= 1.0:
         raise DataError(f"tissue_threshold must be in [0, 1], got {tissue_threshold}")
     slide_path, out_dir = Path(slide_path), Path(out_dir)
+    check_output_dir(out_dir)  # before the slide is read, not after the last tile
     slide = open_slide(slide_path)
     try:
         model = TileClassifier(model_path, tile_px)

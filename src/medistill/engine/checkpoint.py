@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medistill.errors import CheckpointError
+from medistill.errors import CheckpointError, MedistillError, OutputError
 
 MODEL_FORMAT = "medistill-model/1"
 
@@ -27,8 +27,11 @@ MODEL_FORMAT = "medistill-model/1"
 def atomic_write_bytes(path: str | Path, write) -> Path:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a file in the way, read-only, out of space: one line naming it
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -38,8 +41,10 @@ def atomic_write_bytes(path: str | Path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, MedistillError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
 
@@ -154,8 +159,17 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             and isinstance(ckpt.get("state_dict"), dict)):
         raise CheckpointError(f"{path} is not a medistill model file (no model, classes or "
                               "state_dict)")
-    model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
+    try:
+        model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
+    except MedistillError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
     load_state_strict(model, ckpt["state_dict"], str(path))
+    bad = next((k for k, v in ckpt["state_dict"].items()
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()),
+               None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {bad}); the run "
+                              "that wrote it diverged")
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta

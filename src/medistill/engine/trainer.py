@@ -260,12 +260,17 @@ class Trainer:
                 out = step_fn(batch)
             loss = out["loss"]
             finite = bool(torch.isfinite(loss))
+            exploded = finite and self._exploded(float(loss.detach()))
             if dist_.is_distributed():  # every rank stops together
-                finite = dist_.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
-            if not finite:
+                flags = dist_.all_reduce_sum([0.0 if finite else 1.0, float(exploded)])
+                finite, exploded = flags[0] == 0, flags[1] > 0
+            if not finite or exploded:
                 parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
+                what = "is not finite" if not finite else (
+                    f"exploded (over {self.cfg.max_loss_factor:g} x the first step's "
+                    f"{self._loss_ref:.4g}; train.max_loss_factor)")
                 raise TrainingError(
-                    f"{self.desc}: loss is not finite at epoch {epoch}, step {step} ({parts}); "
+                    f"{self.desc}: loss {what} at epoch {epoch}, step {step} ({parts}); "
                     "try a lower learning rate"
                 )
             if self.monitor is not None:
@@ -296,6 +301,19 @@ class Trainer:
         sched.step()
         row["images_per_s"] = n_images / max(elapsed, 1e-9)
         return row
+
+    def _exploded(self, loss: float) -> bool:
+        """Whether ``loss`` is over ``max_loss_factor`` x the first step's loss of this
+        session (at least 1, so a near-zero first loss does not make every later one look
+        huge): a diverging run (e.g. lr 1e6, loss 1e14) stops instead of finishing with
+        reports that look normal."""
+        factor = self.cfg.max_loss_factor
+        if not factor:
+            return False
+        if getattr(self, "_loss_ref", None) is None:
+            self._loss_ref = max(abs(loss), 1.0)
+            return False
+        return abs(loss) > factor * self._loss_ref
 
     # -- checkpointing ----------------------------------------------------------------------
     def _save(self, path: Path, opt, sched, state: dict) -> None:

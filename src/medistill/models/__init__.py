@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from medistill.errors import RecipeError
 from medistill.models import mil_segmenter as _mil  # noqa: F401  (weakly supervised MIL)
 from medistill.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
@@ -16,8 +17,15 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered model, e.g. ``create_model("small_resnet", num_classes=6)``.
 
     Classifiers return :class:`Classifier`, segmentation models :class:`Segmenter`.
+    Keyword arguments the factory rejects (unknown names, values of the wrong type or range)
+    are a one-line :class:`~medistill.errors.RecipeError` naming the model.
     """
-    return MODELS.create(name, num_classes=num_classes, **kwargs)
+    factory = MODELS.get(name)
+    try:
+        return factory(num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no kwargs"
+        raise RecipeError(f"model {name!r} ({given}): {e}") from None
 
 
 def list_models() -> list[str]:

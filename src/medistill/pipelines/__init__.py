@@ -6,8 +6,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medistill.config import apply_overrides, read_yaml, validate
+from medistill.config import apply_overrides, build_models_once, read_yaml, validate
 from medistill.errors import RecipeError
+from medistill.output import remove_stale_tmp
 from medistill.pipelines.graph_relation import GraphRelationPipeline, GraphRelationRecipe
 from medistill.pipelines.mil_fusion import MILFusionPipeline, MILFusionRecipe
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
@@ -41,6 +42,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None,
 
 def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
                progress: bool = True) -> dict[str, Any]:
+    """Run a validated recipe into ``out_dir``.
+
+    Before the pipeline reads its data, every model the recipe names is built once (a kwarg
+    value a model rejects stops here, not when that model's stage starts); a reopened run
+    folder loses the temporary files of writes a killed earlier process left behind."""
+    build_models_once(recipe)
+    if (Path(out_dir) / "recipe.json").is_file():  # a run folder (never a foreign one)
+        remove_stale_tmp(out_dir)
     pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
     return pipeline.run()
 

@@ -1,4 +1,8 @@
-"""Turning a recipe's data section into sample lists and datasets."""
+"""Turning a recipe's data section into sample lists and datasets.
+
+Every split is scanned when it is loaded (:mod:`medistill.data.scan`): pipelines load all the
+splits a run reads before they create the output folder, so a bad image anywhere (test split
+included) stops the run before anything is written or trained."""
 
 from __future__ import annotations
 
@@ -14,24 +18,30 @@ from medistill.data import (
     scan_folders,
     scan_images,
 )
+from medistill.data.scan import verify_samples
 from medistill.errors import DataError
 
 
 def load_split(
     cfg: DataConfig, split: str, classes: list[str] | None = None, labeled: bool = True
 ) -> SampleList:
-    """The samples of one split in the layout ``cfg.format`` describes."""
+    """The samples of one split in the layout ``cfg.format`` describes, every image checked
+    (readable; one size when ``cfg.image_size`` is None)."""
     classes = classes if classes is not None else cfg.classes
     if cfg.format == "folders":
-        return scan_folders(cfg.root, split, classes, labeled)
-    if cfg.format == "csv":
-        return read_manifest(
+        found = scan_folders(cfg.root, split, classes, labeled)
+    elif cfg.format == "csv":
+        found = read_manifest(
             Path(cfg.root) / cfg.csv, split, classes, labeled,
             cfg.path_column, cfg.label_column, cfg.split_column, cfg.path_template,
         )
-    if labeled:
+    elif labeled:
         raise DataError(f"{cfg.root}: the 'images' layout has no labels; use it as auxiliary data")
-    return scan_images(cfg.root, split)
+    else:
+        found = scan_images(cfg.root, split)
+    verify_samples(found.samples, f"{cfg.root}: split {split!r}", same_size=cfg.image_size is None,
+                   key=f"image_size in the data section of {cfg.root}")
+    return found
 
 
 def load_labeled(cfg: DataConfig) -> tuple[SampleList, SampleList]:

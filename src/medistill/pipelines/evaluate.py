@@ -15,6 +15,7 @@ from medistill.data import PairedViewDataset, SampleList
 from medistill.data.views import view_from_spec, view_input_size
 from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import predict_loader, resolve_device
+from medistill.errors import CheckpointError
 from medistill.metrics import classification_report, profile_model
 from medistill.models.base import Classifier
 
@@ -56,6 +57,11 @@ def evaluate_classifier(
         return model(batch["views"]["input"])[1], batch["label"]
 
     logits, labels = predict_loader(predict, loader, dev, progress=progress, desc="evaluate")
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():  # metrics of NaN logits would look like a real (if poor) model
+        first = samples.samples[int(np.argmax(bad))].path
+        raise CheckpointError(f"the model's outputs are not finite for {int(bad.sum())} of "
+                              f"{len(bad)} images (e.g. {first}); it cannot be evaluated")
     preds = logits.argmax(1)
     report = classification_report(labels, preds, len(meta["classes"]), n_resamples, ci_seed)
     h, w = dataset.original(0).shape[:2]

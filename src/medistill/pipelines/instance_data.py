@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from medistill.config import StrictModel
 from medistill.data.instance import InstanceAugment, scan_instance_mask_folders
+from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import SegItem, read_seg_manifest, scan_seg_folders
 from medistill.errors import DataError
 
@@ -68,7 +69,14 @@ def make_instance_augment(cfg: InstanceAugmentConfig) -> InstanceAugment | None:
 
 
 def load_instance_split(cfg: InstanceDataConfig, role: str) -> list[SegItem]:
-    """The items of a role (train / val / test; [] for an empty role) or of a split value."""
+    """The items of a role (train / val / test; [] for an empty role) or of a split value;
+    every image / label map checked (:func:`~medistill.data.scan.verify_pairs`)."""
+    items = _instance_items(cfg, role)
+    verify_pairs(items, f"{cfg.root}: {role}")
+    return items
+
+
+def _instance_items(cfg: InstanceDataConfig, role: str) -> list[SegItem]:
     values = list(getattr(cfg.splits, role)) if role in ("train", "val", "test") else [role]
     if not values:
         return []

@@ -106,6 +106,16 @@ class ResolutionRecipe(StagedRecipe):
             raise ValueError("resolutions must not be finer than data.source_mpp")
         return self
 
+    @model_validator(mode="after")
+    def _students_coarser(self) -> ResolutionRecipe:
+        """Every student view is a downsampling of the original (teacher_factor x factor >= 1),
+        checked now rather than when the first student starts (after the teacher trained)."""
+        bad = [f for f in self.student_factors if not self.teacher_factor * f >= 1]
+        if bad:
+            raise ValueError(f"student_factors: teacher_factor x {bad[0]:g} < 1 (student views "
+                             "can only be coarser than the original images)")
+        return self
+
 
 
 def _without(aux: list, *held_out: SampleList) -> tuple[list, int]:
@@ -224,6 +234,8 @@ class ResolutionPipeline(Pipeline):
     def run(self) -> dict[str, Any]:
         r = self.r
         self._load_data()
+        if r.teacher_checkpoint:
+            self._teacher(r.seeds[0])  # checks the file against the data before any folder
         self.start()
         runs = []
         for seed in r.seeds:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medistill.config import StrictModel
+from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import (
     SegAugment,
     SegItem,
@@ -93,7 +94,14 @@ def make_seg_augment(cfg: SegAugmentConfig) -> SegAugment | None:
 
 def load_seg_split(cfg: SegDataConfig, split: str) -> list[SegItem]:
     """The items of ``split``: a role (train / val / test, mapped by ``cfg.splits``) or a
-    split value of the data itself."""
+    split value of the data itself; every pair checked (:func:`verify_pairs`)."""
+    items = _seg_items(cfg, split)
+    verify_pairs(items, f"{cfg.root}: split {split!r}", len(cfg.classes), cfg.mask_mode,
+                 same_size=cfg.image_size is None)
+    return items
+
+
+def _seg_items(cfg: SegDataConfig, split: str) -> list[SegItem]:
     values = list(getattr(cfg.splits, split)) if split in ("train", "val", "test") else [split]
     root = Path(cfg.root)
     if cfg.format == "csv":

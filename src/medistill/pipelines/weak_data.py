@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medistill.config import StrictModel
+from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import SegItem, read_seg_manifest
 from medistill.data.weak import assign_labels, cap_per_class, column_by_image, split_off
 from medistill.pipelines.seg_data import SegSplits
@@ -87,7 +88,9 @@ def load_weak_split(cfg: WeakDataConfig, role: str) -> tuple[list[SegItem], list
     else:
         items, labels = _read(cfg, getattr(cfg.splits, role))
     cap = {"train": cfg.max_train_per_class, "val": cfg.max_val_per_class}.get(role)
-    return cap_per_class(items, labels, cap, cfg.sample_seed)  # the test split is never capped
+    items, labels = cap_per_class(items, labels, cap, cfg.sample_seed)  # test: never capped
+    verify_pairs(items, f"{cfg.root}: {role}", len(cfg.classes), cfg.mask_mode)
+    return items, labels
 
 
 def _column(cfg: WeakDataConfig, column: str) -> dict[Path, str]:
