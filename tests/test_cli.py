@@ -123,3 +123,25 @@ def test_run_with_two_processes_writes_one_report(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "seed0/x2/kd" in res.stdout
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_demo_prints_accuracies_paired_difference_and_a_verdict_that_follows(tmp_path):
+    """The demo with a tiny config (the full demo is not run in the suite)."""
+    import json
+
+    from medistill.metrics.paired import verdict
+
+    tiny = ["teacher_factor=4", "student_factors=[2]", "train.epochs=1",
+            "stages={teacher: {epochs: 1}, finetune: {epochs: 1}}", "eval.n_resamples=200",
+            "eval.latency_repeats=2", "train.tensorboard=false"]
+    res = medistill("demo", "--out", str(tmp_path / "d"), "--no-progress",
+                    *[a for o in tiny for a in ("--set", o)])
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert [r["role"] for r in results["runs"]] == ["teacher", "baseline", "kd", "kd_aux"]
+    assert "a " in res.stdout and "-point gap to distil" in res.stdout
+    assert "paired on the same 129 images (200 bootstrap resamples)" in res.stdout
+    names = {"kd": "KD", "kd_aux": "KD+aux"}
+    for c in results["comparisons"]:
+        line = verdict(c["metrics"]["accuracy"], names[c["model"]], "the baseline")
+        assert f"-> {line}" in res.stdout

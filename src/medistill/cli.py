@@ -355,6 +355,16 @@ def demo(
     cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     results = run_recipe(cfg, out, resume=resume, progress=progress)
     _print_runs(results["runs"])
+    for seed in dict.fromkeys(r["seed"] for r in results["runs"]):
+        acc = {r["role"]: r for r in results["runs"] if r["seed"] == seed}
+        if "teacher" in acc and "baseline" in acc:
+            t, b = acc["teacher"], acc["baseline"]
+            gap = t["metrics"]["accuracy"]["value"] - b["metrics"]["accuracy"]["value"]
+            typer.echo(f"\nseed {seed}: teacher {100 * t['metrics']['accuracy']['value']:.1f}% "
+                       f"at {'x'.join(map(str, t['input_size']))} px, baseline student "
+                       f"{100 * b['metrics']['accuracy']['value']:.1f}% at "
+                       f"{'x'.join(map(str, b['input_size']))} px: a {100 * gap:.1f}-point "
+                       "gap to distil")
     print_paired(results.get("comparisons", []), results.get("comparison_summary", []))
     typer.echo(f"report: {out / 'report.html'}")
 
