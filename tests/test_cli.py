@@ -131,9 +131,9 @@ def test_demo_prints_accuracies_paired_difference_and_a_verdict_that_follows(tmp
 
     from medistill.metrics.paired import verdict
 
-    tiny = ["teacher_factor=4", "student_factors=[2]", "train.epochs=1",
-            "stages={teacher: {epochs: 1}, finetune: {epochs: 1}}", "eval.n_resamples=200",
-            "eval.latency_repeats=2", "train.tensorboard=false"]
+    tiny = ["teacher_factor=8", "student_factors=[2]", "student.kwargs={input_size: 14}",
+            "train.epochs=1", "stages={teacher: {epochs: 1}, finetune: {epochs: 1}}",
+            "eval.n_resamples=200", "eval.latency=false", "train.tensorboard=false"]
     res = medistill("demo", "--out", str(tmp_path / "d"), "--no-progress",
                     *[a for o in tiny for a in ("--set", o)])
     assert res.returncode == 0, res.stderr
