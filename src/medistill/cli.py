@@ -155,13 +155,11 @@ def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
                progress=progress and is_main())
 
 
-_ROLE_NAMES = {"kd": "KD", "kd_aux": "KD+aux", "baseline": "the baseline"}
-
-
 def print_paired(comparisons: list[dict[str, Any]], summaries: list[dict[str, Any]] = ()
                  ) -> None:
     """The paired differences (model minus reference on the same images) and their verdicts."""
     from medistill.metrics.paired import verdict
+    from medistill.pipelines.resolution import ROLE_NAMES
 
     if not comparisons:
         return
@@ -169,10 +167,11 @@ def print_paired(comparisons: list[dict[str, Any]], summaries: list[dict[str, An
     typer.echo(f"\npaired on the same {comparisons[0]['n']} images ({n} bootstrap resamples):")
     for c in comparisons:
         acc, f1 = c["metrics"]["accuracy"], c["metrics"]["macro_f1"]
-        typer.echo(f"  {c['name']}: accuracy {100 * acc['model']:.1f} vs "
-                   f"{100 * acc['reference']:.1f}; macro F1 {100 * f1['value']:+.1f} points "
-                   f"[{100 * f1['low']:+.1f}, {100 * f1['high']:+.1f}]")
-        model, ref = (_ROLE_NAMES.get(c[k], c[k]) for k in ("model", "reference"))
+        typer.echo(f"  {c['name']}: accuracy {100 * acc['model']:.1f}% vs "
+                   f"{100 * acc['reference']:.1f}% ({c['reference']}); macro F1 "
+                   f"{100 * f1['value']:+.1f} points [{100 * f1['low']:+.1f}, "
+                   f"{100 * f1['high']:+.1f}]")
+        model, ref = (ROLE_NAMES.get(c[k], c[k]) for k in ("model", "reference"))
         typer.echo(f"  -> {verdict(acc, model, ref)}")
     for s in summaries:
         o = s["accuracy"]

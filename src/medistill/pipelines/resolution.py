@@ -272,6 +272,10 @@ class ResolutionPipeline(Pipeline):
         return self.finish(results)
 
 
+#: how the comparison verdicts name the runs
+ROLE_NAMES = {"kd": "KD", "kd_aux": "KD+aux", "baseline": "the baseline"}
+
+
 def _points(m: dict[str, float]) -> str:
     return f"{100 * m['value']:+.1f} [{100 * m['low']:+.1f}, {100 * m['high']:+.1f}]"
 
@@ -284,9 +288,11 @@ def comparison_rows(comparisons: list[dict[str, Any]], summaries: list[dict[str,
     for c in comparisons:
         acc, f1 = c["metrics"]["accuracy"], c["metrics"]["macro_f1"]
         rows.append([f"{c['model']} - {c['reference']}", str(c["seed"]), f"{c['factor']:g}",
-                     _points(acc), _points(f1), verdict(acc, c["model"].upper(),
+                     _points(acc), _points(f1), verdict(acc, ROLE_NAMES.get(c["model"], c["model"]),
                                                         f"the {c['reference']}")])
     for s in summaries:
+        if s["accuracy"]["n_seeds"] < 2:
+            continue
         cells = []
         for m in ("accuracy", "macro_f1"):
             o = s[m]
@@ -313,7 +319,7 @@ def comparison_section(comparisons: list[dict[str, Any]], summaries: list[dict[s
         "text": ("Difference of each student and the baseline of the same seed and factor, "
                  f"bootstrapped over the same test images ({n} resamples; percentage points). "
                  "A verdict says 'beats' only when the whole interval is above 0. The 'mean' "
-                 "rows are the mean ± sample sd of the per-seed differences."),
+                 "rows (several seeds) are the mean ± sample sd of the per-seed differences."),
         "table": {"headers": COMPARISON_HEADERS, "rows": comparison_rows(comparisons,
                                                                           summaries)},
     }
