@@ -70,6 +70,32 @@ def test_evaluate_a_checkpoint_on_a_split(tmp_path):
     assert (tmp_path / "ev" / "report.html").is_file()
 
 
+def test_evaluate_several_classifiers_compares_them_paired(tmp_path):
+    meta = {"model": {"name": "small_resnet", "kwargs": {}},
+            "classes": ["adenocarcinoma", "low_grade_in", "normal", "polyp"],
+            "view": {"factor": 8, "upsample": False},
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    a = save_model(create_model("small_resnet", 4), meta, tmp_path / "a.pt")
+    b = save_model(create_model("small_resnet", 4), {**meta, "view": {"factor": 4}},
+                   tmp_path / "b.pt")
+    res = medistill("evaluate", str(a), str(b), str(a), "--data", str(demo_data_root()),
+                    "--split", "val", "--n-resamples", "100", "--out", str(tmp_path / "ev"))
+    assert res.returncode == 0, res.stderr
+    assert "paired on the same 39 images (100 bootstrap resamples)" in res.stdout
+    # the first model against itself: a zero difference, and the verdict says so
+    assert ("no significant difference between " f"{a} and {a}: +0.0 points [+0.0, +0.0]"
+            in res.stdout)
+    import json
+
+    body = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert [c["model"] for c in body["comparisons"]] == [str(b), str(a)]
+    other = save_model(create_model("small_resnet", 3), {**meta, "classes": ["x", "y", "z"]},
+                       tmp_path / "c.pt")
+    res = medistill("evaluate", str(a), str(other), "--data", str(demo_data_root()),
+                    "--split", "val", "--n-resamples", "10")
+    assert res.returncode == 2 and "cannot compare" in res.stderr and str(other) in res.stderr
+
+
 def test_evaluate_rejects_a_non_model_file(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -97,3 +123,25 @@ def test_run_with_two_processes_writes_one_report(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "seed0/x2/kd" in res.stdout
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_demo_prints_accuracies_paired_difference_and_a_verdict_that_follows(tmp_path):
+    """The demo with a tiny config (the full demo is not run in the suite)."""
+    import json
+
+    from medistill.metrics.paired import verdict
+
+    tiny = ["teacher_factor=8", "student_factors=[2]", "student.kwargs={input_size: 14}",
+            "train.epochs=1", "stages={teacher: {epochs: 1}, finetune: {epochs: 1}}",
+            "eval.n_resamples=200", "eval.latency=false", "train.tensorboard=false"]
+    res = medistill("demo", "--out", str(tmp_path / "d"), "--no-progress",
+                    *[a for o in tiny for a in ("--set", o)])
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert [r["role"] for r in results["runs"]] == ["teacher", "baseline", "kd", "kd_aux"]
+    assert "a " in res.stdout and "-point gap to distil" in res.stdout
+    assert "paired on the same 129 images (200 bootstrap resamples)" in res.stdout
+    names = {"kd": "KD", "kd_aux": "KD+aux"}
+    for c in results["comparisons"]:
+        line = verdict(c["metrics"]["accuracy"], names[c["model"]], "the baseline")
+        assert f"-> {line}" in res.stdout

@@ -169,6 +169,7 @@ def run(
         if not is_main():
             return
     _print_runs(results["runs"])
+    print_paired(results.get("comparisons", []), results.get("comparison_summary", []))
     typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -182,9 +183,38 @@ def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
                progress=progress and is_main())
 
 
+def print_paired(comparisons: list[dict[str, Any]], summaries: list[dict[str, Any]] = ()
+                 ) -> None:
+    """The paired differences (model minus reference on the same images) and their verdicts."""
+    from medistill.metrics.paired import verdict
+    from medistill.pipelines.resolution import ROLE_NAMES
+
+    if not comparisons:
+        return
+    n = comparisons[0]["n_resamples"]
+    typer.echo(f"\npaired on the same {comparisons[0]['n']} images ({n} bootstrap resamples):")
+    for c in comparisons:
+        acc, f1 = c["metrics"]["accuracy"], c["metrics"]["macro_f1"]
+        typer.echo(f"  {c['name']}: accuracy {100 * acc['model']:.1f}% vs "
+                   f"{100 * acc['reference']:.1f}% ({c['reference']}); macro F1 "
+                   f"{100 * f1['value']:+.1f} points [{100 * f1['low']:+.1f}, "
+                   f"{100 * f1['high']:+.1f}]")
+        model, ref = (ROLE_NAMES.get(c[k], c[k]) for k in ("model", "reference"))
+        typer.echo(f"  -> {verdict(acc, model, ref)}")
+    for s in summaries:
+        o = s["accuracy"]
+        if o["n_seeds"] > 1:
+            typer.echo(f"  over {o['n_seeds']} seeds ({s['model']} - {s['reference']}, factor "
+                       f"{s['factor']:g}): accuracy {100 * o['mean']:+.1f} ± "
+                       f"{100 * o['sd']:.1f} points; > 0 in {o['n_positive']}, CI above 0 in "
+                       f"{o['n_ci_above_zero']}")
+
+
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A model file (a run's best.pt).")],
+    checkpoints: Annotated[list[Path], typer.Argument(
+        help="Model files (a run's best.pt). Several classifiers: each is also compared with "
+             "the first, paired on the same images.")],
     data: Annotated[Path, typer.Option(help="Dataset root folder.")],
     layout: Annotated[str, typer.Option(help="'csv' or 'folders'.")] = "csv",
     csv: Annotated[str, typer.Option(help="Manifest name (csv layout).")] = "labels.csv",
@@ -199,12 +229,16 @@ def evaluate(
     """
     from medistill.config import DataConfig, validate
     from medistill.engine import load_model
+    from medistill.errors import DataError
     from medistill.pipelines.datasets import load_split
     from medistill.pipelines.evaluate import evaluate_classifier
 
     if out:
         check_output_dir(out)
+    checkpoint = checkpoints[0]
     model, meta = load_model(checkpoint)
+    if (meta.get("weak") or meta.get("task") == "segmentation") and len(checkpoints) > 1:
+        raise DataError(f"{checkpoints[1]}: only classifiers can be evaluated several at once")
     if meta.get("weak"):
         _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out)
         return
@@ -214,20 +248,44 @@ def evaluate(
     cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv,
                                 "image_size": meta.get("image_size")}, "--data")
     samples = load_split(cfg, split, meta["classes"])
-    res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
-    factor = meta["view"]["factor"]
-    record = {"name": checkpoint.stem, "role": "evaluated", "factor": factor,
-              "magnification": "1x" if factor == 1 else f"1/{factor:g}x", "seed": 0,
-              "split": split, **{k: res[k] for k in ("metrics", "confusion_matrix",
-                                                      "input_size", "efficiency")}}
-    print_table([record])
+    records = []
+    for number, path in enumerate(checkpoints):
+        if number:
+            model, other = load_model(path)
+            if other.get("task", "classification") != "classification" or other.get("weak") \
+                    or other.get("classes") != meta["classes"]:
+                raise DataError(f"{path}: not a classifier of the classes of {checkpoint} "
+                                f"({', '.join(meta['classes'])}); cannot compare")
+            meta = other
+        res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
+        factor = meta["view"]["factor"]
+        records.append({
+            "name": path.stem if len(checkpoints) == 1 else str(path),
+            "role": "reference" if number == 0 else "compared", "factor": factor,
+            "magnification": "1x" if factor == 1 else f"1/{factor:g}x", "seed": 0,
+            "split": split, **{k: res[k] for k in ("metrics", "confusion_matrix",
+                                                    "input_size", "efficiency", "predictions",
+                                                    "labels")}})
+    print_table(records)
+    comparisons = []
+    if len(records) > 1:
+        from medistill.metrics.paired import paired_bootstrap
+
+        ref = records[0]
+        comparisons = [{"name": r["name"], "model": r["name"], "reference": ref["name"],
+                        **paired_bootstrap(ref["labels"], r["predictions"], ref["predictions"],
+                                           len(meta["classes"]), n_resamples=n_resamples)}
+                       for r in records[1:]]
+        print_paired(comparisons)
     if out:
         from medistill.engine.checkpoint import atomic_write_text
         from medistill.reports import write_report
 
-        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
-        write_report(out, {"title": f"Evaluation of {checkpoint}", "classes": meta["classes"],
-                           "runs": [record]})
+        body = records[0] if len(records) == 1 else {"runs": records,
+                                                     "comparisons": comparisons}
+        atomic_write_text(out / "eval.json", json.dumps(body, indent=2))
+        write_report(out, {"title": f"Evaluation of {', '.join(map(str, checkpoints))}",
+                           "classes": meta["classes"], "runs": records})
         typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -331,6 +389,17 @@ def demo(
     with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
         results = run_recipe(cfg, out, resume=resume, progress=progress)
     _print_runs(results["runs"])
+    for seed in dict.fromkeys(r["seed"] for r in results["runs"]):
+        acc = {r["role"]: r for r in results["runs"] if r["seed"] == seed}
+        if "teacher" in acc and "baseline" in acc:
+            t, b = acc["teacher"], acc["baseline"]
+            gap = t["metrics"]["accuracy"]["value"] - b["metrics"]["accuracy"]["value"]
+            typer.echo(f"\nseed {seed}: teacher {100 * t['metrics']['accuracy']['value']:.1f}% "
+                       f"at {'x'.join(map(str, t['input_size']))} px, baseline student "
+                       f"{100 * b['metrics']['accuracy']['value']:.1f}% at "
+                       f"{'x'.join(map(str, b['input_size']))} px: a {100 * gap:.1f}-point "
+                       "gap to distil")
+    print_paired(results.get("comparisons", []), results.get("comparison_summary", []))
     typer.echo(f"report: {out / 'report.html'}")
 
 

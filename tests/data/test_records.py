@@ -210,7 +210,7 @@ def test_embedded_demo_data_manifest() -> None:
     assert len(train.samples) == 160
     val = read_manifest(csv_path, "val", train.classes)
     test = read_manifest(csv_path, "test", train.classes)
-    assert (len(val.samples), len(test.samples)) == (39, 45)
+    assert (len(val.samples), len(test.samples)) == (39, 129)
     assert {s.label for s in val.samples} == {0, 1, 2, 3}
     # the same images are reachable through the class-folder layout
     for split, found in (("train", train), ("val", val), ("test", test)):

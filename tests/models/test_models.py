@@ -196,3 +196,39 @@ def test_reset_head_reinitialises_only_the_head() -> None:
     assert model.head.weight.abs().sum() > 0
     assert all(torch.equal(a, b) for a, b in
                zip(backbone_before, model.backbone_parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("size", "stem", "final"), [
+    (224, (2, True), 7), (112, (2, True), 4), (56, (2, False), 4), (28, (1, False), 4),
+    (14, (1, False), 2), (7, (1, False), 1)])
+def test_resolution_aware_stem_keeps_the_final_map_spatial(size, stem, final) -> None:
+    """At 28 px the ImageNet stem leaves a 1x1 final map (eq. 3 would compare one vector);
+    ``input_size`` picks the stem that keeps >= 4x4 where a stem change can."""
+    from medistill.models.resnet import final_map_size, stem_for_input
+
+    assert stem_for_input(size) == stem
+    torch.manual_seed(0)
+    model = create_model("small_resnet", NUM_CLASSES, input_size=size).eval()
+    with torch.no_grad():
+        features, logits = model(torch.randn(1, 3, size, size))
+    assert features.shape[-2:] == (final, final) == (final_map_size(size, *stem),) * 2
+    assert logits.shape == (1, NUM_CLASSES)
+    # the standard stem at 28 px: the degenerate 1x1 map this option exists for
+    with torch.no_grad():
+        assert _model("small_resnet")(torch.randn(1, 3, 28, 28))[0].shape[-2:] == (1, 1)
+
+
+def test_stem_options_change_map_sizes_not_weights() -> None:
+    standard = create_model("small_resnet", NUM_CLASSES)
+    light = create_model("small_resnet", NUM_CLASSES, stem_stride=1, stem_pool=False)
+    assert {k: v.shape for k, v in standard.state_dict().items()} == {
+        k: v.shape for k, v in light.state_dict().items()}
+    assert not any(isinstance(m, nn.MaxPool2d) for m in light.modules())
+    with torch.no_grad():
+        taps = light.eval().taps(torch.randn(1, 3, 32, 32))
+    assert [taps[k].shape[-1] for k in ("stem", "layer1", "layer2", "layer3", "layer4")] == [
+        32, 32, 16, 8, 4]
+    with pytest.raises(RecipeError, match="stem_stride"):
+        create_model("small_resnet", NUM_CLASSES, stem_stride=3)
+    with pytest.raises(RecipeError, match="input_size"):
+        create_model("small_resnet", NUM_CLASSES, input_size=0)

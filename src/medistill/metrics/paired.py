@@ -220,3 +220,39 @@ def verdict(diff: dict[str, float], model: str = "KD", reference: str = "the bas
     if high < 0:
         return f"{model} is worse than {reference}: {ci}"
     return f"no significant difference between {model} and {reference}: {ci} (the CI includes 0)"
+
+
+def compare_runs(
+    runs: Sequence[dict[str, Any]],
+    num_classes: int,
+    models: Sequence[str] = ("kd", "kd_aux"),
+    reference: str = "baseline",
+    metrics: Sequence[str] = PAIRED_METRICS,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Paired comparisons of run records (``role``, ``seed``, ``factor``, ``labels``,
+    ``predictions``): every ``models`` run against the ``reference`` run of its seed and
+    factor, on the same images. Returns ``(per_seed, summaries)``: one entry per (seed, factor,
+    model) with the :func:`paired_bootstrap` result, and one per (factor, model) with
+    :func:`over_seeds` of each metric. Runs without predictions are skipped."""
+    refs = {(r.get("seed"), r.get("factor")): r for r in runs
+            if r.get("role") == reference and r.get("predictions") is not None}
+    per_seed: list[dict[str, Any]] = []
+    for r in runs:
+        ref = refs.get((r.get("seed"), r.get("factor")))
+        if r.get("role") not in models or ref is None or r.get("predictions") is None:
+            continue
+        if r["labels"] != ref["labels"]:
+            raise DataError(f"{r.get('name')} and {ref.get('name')} were not evaluated on the "
+                            "same images: no paired comparison")
+        res = paired_bootstrap(r["labels"], r["predictions"], ref["predictions"], num_classes,
+                               metrics, n_resamples, seed)
+        per_seed.append({"seed": r.get("seed"), "factor": r.get("factor"), "model": r["role"],
+                         "reference": reference, "name": r.get("name"), **res})
+    summaries: list[dict[str, Any]] = []
+    for key in dict.fromkeys((c["factor"], c["model"]) for c in per_seed):
+        group = [c for c in per_seed if (c["factor"], c["model"]) == key]
+        summaries.append({"factor": key[0], "model": key[1], "reference": reference,
+                          **{m: over_seeds(group, m) for m in metrics}})
+    return per_seed, summaries

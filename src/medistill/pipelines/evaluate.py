@@ -100,6 +100,7 @@ def run_record(model_path: Path, samples: SampleList, e: EvalConfig,
     return {
         **fields, "split": fields.get("split", e.split), "input_size": res["input_size"],
         "metrics": res["metrics"], "confusion_matrix": res["confusion_matrix"],
+        "predictions": res["predictions"], "labels": res["labels"],  # for paired comparisons
         "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms")
                        if k in res["efficiency"]},
         "history": read_history(model_path.parent / "log.csv"), "model_path": str(model_path),

@@ -35,6 +35,7 @@ from medistill.engine.teacher_cache import TeacherCache, fingerprint
 from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import ResolutionKD, Supervised
+from medistill.metrics.paired import compare_runs, verdict
 from medistill.models import create_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
@@ -266,16 +267,74 @@ class ResolutionPipeline(Pipeline):
                                        {"input": view}, self.train_samples,
                                        r.stage_train("finetune", seed), meta)
                     runs.append(self._evaluate(f"{base}/kd_aux", "kd_aux", factor, seed, path))
+        comparisons, summaries = compare_runs(runs, len(self.classes),
+                                              n_resamples=r.eval.n_resamples, seed=r.eval.ci_seed)
         results = {
             "title": r.title,
             "summary": _summary(r),
             "classes": self.classes,
             "runs": runs,
+            "comparisons": comparisons,
+            "comparison_summary": summaries,
+            "sections": [comparison_section(comparisons, summaries)] if comparisons else [],
             "notes": _notes(r, len(self.train_samples.samples), len(self.aux_samples.samples),
                             len(self.test_samples.samples), self.aux_dropped),
             "config": json.loads(r.model_dump_json()),
         }
         return self.finish(results)
+
+
+#: how the comparison verdicts name the runs
+ROLE_NAMES = {"kd": "KD", "kd_aux": "KD+aux", "baseline": "the baseline"}
+
+
+def _points(m: dict[str, float]) -> str:
+    return f"{100 * m['value']:+.1f} [{100 * m['low']:+.1f}, {100 * m['high']:+.1f}]"
+
+
+def comparison_rows(comparisons: list[dict[str, Any]], summaries: list[dict[str, Any]]
+                    ) -> list[list[str]]:
+    """Rows of the "minus baseline, paired" table: one per seed, then one over seeds per
+    (factor, model) (mean ± sd of the differences; how many seeds are > 0 / have a CI above 0)."""
+    rows = []
+    for c in comparisons:
+        acc, f1 = c["metrics"]["accuracy"], c["metrics"]["macro_f1"]
+        rows.append([f"{c['model']} - {c['reference']}", str(c["seed"]), f"{c['factor']:g}",
+                     _points(acc), _points(f1), verdict(acc, ROLE_NAMES.get(c["model"], c["model"]),
+                                                        f"the {c['reference']}")])
+    for s in summaries:
+        if s["accuracy"]["n_seeds"] < 2:
+            continue
+        cells = []
+        for m in ("accuracy", "macro_f1"):
+            o = s[m]
+            sd = f" ± {100 * o['sd']:.1f}" if o["sd"] is not None else ""
+            cells.append(f"{100 * o['mean']:+.1f}{sd}")
+        o = s["accuracy"]
+        rows.append([f"{s['model']} - {s['reference']}", f"mean of {o['n_seeds']}",
+                     f"{s['factor']:g}", *cells,
+                     f"accuracy: {o['n_positive']}/{o['n_seeds']} seeds > 0, "
+                     f"{o['n_ci_above_zero']}/{o['n_seeds']} with the CI above 0"])
+    return rows
+
+
+COMPARISON_HEADERS = ["comparison", "seed", "factor", "Δ accuracy, points [95% CI]",
+                      "Δ macro F1, points [95% CI]", "verdict (accuracy)"]
+
+
+def comparison_section(comparisons: list[dict[str, Any]], summaries: list[dict[str, Any]]
+                       ) -> dict[str, Any]:
+    """The report section: KD minus baseline, paired over the same test images."""
+    n = comparisons[0]["n_resamples"]
+    return {
+        "title": "KD minus baseline, paired, 95% CI",
+        "text": ("Difference of each student and the baseline of the same seed and factor, "
+                 f"bootstrapped over the same test images ({n} resamples; percentage points). "
+                 "A verdict says 'beats' only when the whole interval is above 0. The 'mean' "
+                 "rows (several seeds) are the mean ± sample sd of the per-seed differences."),
+        "table": {"headers": COMPARISON_HEADERS, "rows": comparison_rows(comparisons,
+                                                                          summaries)},
+    }
 
 
 def _summary(r: ResolutionRecipe) -> str:
