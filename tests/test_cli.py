@@ -15,7 +15,7 @@ from medistill.pipelines import demo_data_root
 
 def medistill(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medistill.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+                          text=True, cwd=cwd, timeout=900)  # a loaded 2-core machine is slow
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["profile"], ["demo"]])
