@@ -263,7 +263,14 @@ def paired_report(out: Path, n_resamples: int = 10_000) -> str:
     rounds = json.loads(rounds_path.read_text()) if rounds_path.exists() else []
     rounds = [r for r in rounds if r["seed"] in base]
     if rounds:
-        cases = round_cases(out, sorted({r["student"] for r in rounds}))
+        # a run's final model already has its per-image values in its eval.json
+        known = {str(Path(r["model_path"]).resolve()): per_image(r) for role in by_role.values()
+                 for r in role.values()}
+        todo = sorted({r["student"] for r in rounds if str(Path(r["student"]).resolve())
+                       not in known})
+        cases = round_cases(out, todo)
+        cases.update({r["student"]: known[str(Path(r["student"]).resolve())] for r in rounds
+                      if r["student"] not in cases})
         lines += ["", "Every round's student against the MIL teacher (validation scores decide "
                   "the swap; test Δ paired as above):", "",
                   "| Run | Seed | Round | Val teacher | Val student | Swap | Test teacher | "
