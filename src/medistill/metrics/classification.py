@@ -43,6 +43,16 @@ def _as_labels(y: ArrayLike, name: str) -> np.ndarray:
     raise DataError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
 
 
+def check_bootstrap_options(n_resamples: int, confidence: float) -> None:
+    """One-line :class:`DataError` for a bad resample count or confidence level."""
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
+        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
+    if n_resamples < 0:
+        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+
+
 def _check_inputs(
     y_true: ArrayLike, y_pred: ArrayLike, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,12 +204,7 @@ def classification_report(
     "n": int, "n_resamples": int, "seed": int}``.
     """
     t, p = _check_inputs(y_true, y_pred, num_classes)
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
-        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
-    if n_resamples < 0:
-        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
-    if not 0.0 < float(confidence) < 1.0:
-        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    check_bootstrap_options(n_resamples, confidence)
 
     c = int(num_classes)
     n = t.shape[0]

@@ -30,6 +30,7 @@ from medistill.metrics.classification import (
     METRIC_NAMES,
     _check_inputs,
     bootstrap_confusion_matrices,
+    check_bootstrap_options,
     metrics_from_confusion,
 )
 
@@ -63,12 +64,7 @@ def paired_bootstrap(
     """
     t, p = _check_inputs(y_true, y_pred, num_classes)
     _, q = _check_inputs(y_true, y_pred_ref, num_classes)
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
-        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
-    if n_resamples < 0:
-        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
-    if not 0.0 < float(confidence) < 1.0:
-        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    check_bootstrap_options(n_resamples, confidence)
     names = list(metrics)
     unknown = [m for m in names if m not in METRIC_NAMES]
     if unknown or not names:
@@ -141,12 +137,7 @@ def paired_bootstrap_per_image(
         raise DataError(f"model and reference values differ in length ({a.size} vs {b.size})")
     if a.size == 0:
         raise DataError("paired_bootstrap_per_image needs at least one image")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)):
-        raise DataError(f"n_resamples must be an int, got {type(n_resamples).__name__}")
-    if n_resamples < 0:
-        raise DataError(f"n_resamples must be >= 0, got {n_resamples}")
-    if not 0.0 < float(confidence) < 1.0:
-        raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    check_bootstrap_options(n_resamples, confidence)
 
     n = a.size
     d = a - b
