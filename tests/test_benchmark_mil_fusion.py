@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from medistill.errors import DataError
+
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "mil_fusion.py"
 _spec = importlib.util.spec_from_file_location("bench_mil_fusion", _PATH)
 bench = importlib.util.module_from_spec(_spec)
@@ -43,5 +45,5 @@ def test_paired_report_rows_and_over_seeds(tmp_path: Path) -> None:
 
 
 def test_paired_delta_refuses_different_images() -> None:
-    with pytest.raises(SystemExit, match="different test images"):
+    with pytest.raises(DataError, match="different images"):
         bench.paired_delta({"a": 1.0}, {"b": 1.0})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medistill.errors import RecipeError
+from medistill.errors import DataError
 from medistill.pipelines.graph_relation import paired_differences
 
 
@@ -44,6 +44,6 @@ def test_images_are_matched_by_name_and_must_agree() -> None:
     swapped = [record("no_kd", 0, [0.3, 0.4, 0.5], "cba"), record("full", 0, [0.6, 0.4, 0.2])]
     assert paired_differences(swapped, "full", n_resamples=0)[0]["value"] == pytest.approx(0.0)
     other = [record("no_kd", 0, [0.3, 0.4, 0.5], "xyz"), record("full", 0, [0.6, 0.4, 0.2])]
-    with pytest.raises(RecipeError, match="different images"):
+    with pytest.raises(DataError, match="different images"):
         paired_differences(other, "full")
     assert paired_differences(RUNS, "intra") == []

@@ -122,7 +122,7 @@ def test_paired_comparisons_by_hand():
     assert (hlfd["mean"], hlfd["sd"]) == pytest.approx((0.15, 0.05 * 2 ** 0.5))
     assert paired_comparisons([r for r in runs if r["role"] != "no_kd"]) is None
     runs[0]["cases"].pop("b")
-    with pytest.raises(DataError, match="different cases"):
+    with pytest.raises(DataError, match="different images"):
         paired_comparisons(runs, n_resamples=10)
 
 

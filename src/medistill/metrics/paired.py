@@ -18,7 +18,7 @@ is above 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,19 @@ def paired_bootstrap_per_image(
         low, high = np.percentile(m, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
         out.update(low=float(low), high=float(high), p_not_better=float(np.mean(m <= 0)))
     return out
+
+
+def paired_by_name(values: Mapping[str, float], ref_values: Mapping[str, float], what: str,
+                   n_resamples: int = 10_000, seed: int = 0,
+                   confidence: float = 0.95) -> dict[str, Any]:
+    """:func:`paired_bootstrap_per_image` of two runs' per-image values keyed by image name
+    (sorted), refusing two runs scored on different images; ``what`` names them in the error."""
+    if set(values) != set(ref_values):
+        raise DataError(f"{what} were evaluated on different images; a paired comparison needs "
+                        "the same ones")
+    names = sorted(values)
+    return paired_bootstrap_per_image([values[k] for k in names], [ref_values[k] for k in names],
+                                      n_resamples, seed, confidence)
 
 
 def over_seeds(per_seed: Sequence[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:

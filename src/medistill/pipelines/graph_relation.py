@@ -27,7 +27,7 @@ from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
-from medistill.metrics.paired import paired_bootstrap_per_image
+from medistill.metrics.paired import paired_by_name
 from medistill.models import create_model
 from medistill.models.resunet import EmbeddingResUNet
 from medistill.pipelines.base import Pipeline, StagedRecipe
@@ -275,14 +275,9 @@ def paired_differences(runs: list[dict[str, Any]], role: str, ref_role: str = "n
     for s in seeds:
         ra = a.get(s) or next(iter(a.values()))
         rb = b.get(s) or next(iter(b.values()))
-        va = {c["name"]: c[metric] for c in ra["cases"]}
-        vb = {c["name"]: c[metric] for c in rb["cases"]}
-        if set(va) != set(vb):
-            raise RecipeError(f"{ra['name']} and {rb['name']} were evaluated on different "
-                              "images; cannot pair them")
-        names = sorted(va)
-        res = paired_bootstrap_per_image([va[n] for n in names], [vb[n] for n in names],
-                                         n_resamples, seed)
+        res = paired_by_name({c["name"]: c[metric] for c in ra["cases"]},
+                             {c["name"]: c[metric] for c in rb["cases"]},
+                             f"{ra['name']} and {rb['name']}", n_resamples, seed)
         out.append({**res, "train_seed": s})
     return out
 

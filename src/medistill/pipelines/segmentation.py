@@ -29,7 +29,7 @@ from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
-from medistill.metrics.paired import over_seeds, paired_bootstrap_per_image
+from medistill.metrics.paired import over_seeds, paired_by_name
 from medistill.models import create_model
 from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
@@ -253,13 +253,8 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], reference: str = "no_k
             ref = refs.get(r["seed"])
             if ref is None:
                 continue
-            a, b = case_values(r, metric), case_values(ref, metric)
-            if set(a) != set(b):
-                raise DataError(f"{r.get('name')} and {ref.get('name')} were evaluated on "
-                                "different cases; a paired comparison needs the same ones")
-            keys = sorted(b)
-            res = paired_bootstrap_per_image([a[k] for k in keys], [b[k] for k in keys],
-                                             n_resamples, seed)
+            res = paired_by_name(case_values(r, metric), case_values(ref, metric),
+                                 f"{r.get('name')} and {ref.get('name')}", n_resamples, seed)
             res["ci_seed"] = res.pop("seed")  # the bootstrap's; "seed" is the run's
             rows.append({"role": role, "seed": r["seed"], **res})
         if rows:
