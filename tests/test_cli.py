@@ -97,3 +97,15 @@ def test_run_with_two_processes_writes_one_report(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "seed0/x2/kd" in res.stdout
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_version_prints_the_package_version():
+    import tomllib
+
+    from medistill import __version__
+
+    res = medistill("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"medistill {__version__}"
+    root = Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == __version__
