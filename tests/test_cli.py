@@ -145,3 +145,15 @@ def test_demo_prints_accuracies_paired_difference_and_a_verdict_that_follows(tmp
     for c in results["comparisons"]:
         line = verdict(c["metrics"]["accuracy"], names[c["model"]], "the baseline")
         assert f"-> {line}" in res.stdout
+
+
+def test_version_prints_the_package_version():
+    import tomllib
+
+    from medistill import __version__
+
+    res = medistill("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"medistill {__version__}"
+    root = Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == __version__

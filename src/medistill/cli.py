@@ -23,6 +23,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from medistill import __version__
+
+        typer.echo(f"medistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the medistill version and exit.")] = False,
+) -> None:
+    """Knowledge distillation for medical and histopathology imaging."""
+
+
 def _fmt_ci(m: dict[str, float]) -> str:
     return f"{m['value']:.3f} ({m['low']:.3f}-{m['high']:.3f})"
 
