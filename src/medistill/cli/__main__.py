@@ -1,0 +1,5 @@
+"""``python -m medistill.cli``."""
+
+from medistill.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""``medistill evaluate``: score model files on a split, paired when there are several."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medistill.cli.app import app
+from medistill.cli.tables import SEGMENTATION_COLUMNS, WEAK_COLUMNS, print_paired, print_table
+from medistill.output import check_output_dir
+
+
+@app.command()
+def evaluate(
+    checkpoints: Annotated[list[Path], typer.Argument(
+        help="Model files (a run's best.pt). Several classifiers: each is also compared with "
+             "the first, paired on the same images.")],
+    data: Annotated[Path, typer.Option(help="Dataset root folder.")],
+    layout: Annotated[str, typer.Option(help="'csv' or 'folders'.")] = "csv",
+    csv: Annotated[str, typer.Option(help="Manifest name (csv layout).")] = "labels.csv",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    n_resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+    out: Annotated[Path | None, typer.Option(help="Write eval.json + report here.")] = None,
+) -> None:
+    """Evaluate a trained classifier or segmenter on a split of any supported dataset.
+
+    Segmentation model files remember their data layout; --data gives the root, --split a
+    role (train / val / test) or a split value of the data (e.g. testA).
+    """
+    from medistill.config import DataConfig, validate
+    from medistill.engine import load_model
+    from medistill.errors import DataError
+    from medistill.pipelines.datasets import load_split
+    from medistill.pipelines.evaluate import evaluate_classifier
+
+    if out:
+        check_output_dir(out)
+    checkpoint = checkpoints[0]
+    model, meta = load_model(checkpoint)
+    if (meta.get("weak") or meta.get("task") == "segmentation") and len(checkpoints) > 1:
+        raise DataError(f"{checkpoints[1]}: only classifiers can be evaluated several at once")
+    if meta.get("weak"):
+        _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out)
+        return
+    if meta.get("task") == "segmentation":
+        _evaluate_segmenter(checkpoint, model, meta, data, split, n_resamples, out)
+        return
+    cfg = validate(DataConfig, {"format": layout, "root": str(data), "csv": csv,
+                                "image_size": meta.get("image_size")}, "--data")
+    samples = load_split(cfg, split, meta["classes"])
+    records = []
+    for number, path in enumerate(checkpoints):
+        if number:
+            model, other = load_model(path)
+            if other.get("task", "classification") != "classification" or other.get("weak") \
+                    or other.get("classes") != meta["classes"]:
+                raise DataError(f"{path}: not a classifier of the classes of {checkpoint} "
+                                f"({', '.join(meta['classes'])}); cannot compare")
+            meta = other
+        res = evaluate_classifier(model, meta, samples, n_resamples=n_resamples)
+        factor = meta["view"]["factor"]
+        records.append({
+            "name": path.stem if len(checkpoints) == 1 else str(path),
+            "role": "reference" if number == 0 else "compared", "factor": factor,
+            "magnification": "1x" if factor == 1 else f"1/{factor:g}x", "seed": 0,
+            "split": split, **{k: res[k] for k in ("metrics", "confusion_matrix",
+                                                    "input_size", "efficiency", "predictions",
+                                                    "labels")}})
+    print_table(records)
+    comparisons = []
+    if len(records) > 1:
+        from medistill.metrics.paired import paired_bootstrap
+
+        ref = records[0]
+        comparisons = [{"name": r["name"], "model": r["name"], "reference": ref["name"],
+                        **paired_bootstrap(ref["labels"], r["predictions"], ref["predictions"],
+                                           len(meta["classes"]), n_resamples=n_resamples)}
+                       for r in records[1:]]
+        print_paired(comparisons)
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+        from medistill.reports import write_report
+
+        body = records[0] if len(records) == 1 else {"runs": records,
+                                                     "comparisons": comparisons}
+        atomic_write_text(out / "eval.json", json.dumps(body, indent=2))
+        write_report(out, {"title": f"Evaluation of {', '.join(map(str, checkpoints))}",
+                           "classes": meta["classes"], "runs": records})
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
+                   split: str, n_resamples: int, out: Path | None) -> None:
+    """A weakly supervised (mil_fusion) model on a role of its data setup (train/val/test)."""
+    from medistill.config import validate
+    from medistill.data.weak import WeakSegDataset
+    from medistill.pipelines.evaluate_weak import evaluate_weak
+    from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
+
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"--split: a weakly supervised model takes train, val or "
+                                 f"test (its data setup's roles), got {split!r}")
+    cfg = validate(WeakDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    items, labels = load_weak_split(cfg, split)
+    norm = meta["normalization"]
+    dataset = WeakSegDataset(items, labels, 2, meta["image_size"], norm["mean"], norm["std"],
+                             mask_mode=cfg.mask_mode)
+    # model files from before sigma_at existed were smoothed in original pixels
+    res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples,
+                        sigma_at=meta.get("sigma_at", "original"))
+    record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split, **res}
+    print_table([record], WEAK_COLUMNS)
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        typer.echo(f"eval: {out / 'eval.json'}")
+
+
+def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
+                        split: str, n_resamples: int, out: Path | None) -> None:
+    from medistill.config import validate
+    from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
+    from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
+
+    cfg = validate(SegDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    res = evaluate_segmenter(model, meta, load_seg_split(cfg, split), n_resamples=n_resamples)
+    record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split,
+              "model": meta["model"]["name"], **res}
+    print_table([record], SEGMENTATION_COLUMNS)
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+        from medistill.reports import write_report
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        write_report(out, {"task": "segmentation", "title": f"Evaluation of {checkpoint}",
+                           "classes": meta["classes"],
+                           "runs": [{k: v for k, v in record.items() if k != "cases"}]})
+        typer.echo(f"report: {out / 'report.html'}")
+

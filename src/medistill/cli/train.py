@@ -1,0 +1,126 @@
+"""``medistill run`` and ``medistill demo``: train what a recipe describes."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medistill.cli.app import app
+from medistill.cli.tables import print_paired, print_runs
+from medistill.output import check_output_dir
+
+
+@contextmanager
+def _resume_hint(command: list[str]) -> Iterator[None]:
+    """Ctrl-C: no traceback, one line with the command that resumes the run, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from medistill.engine.distributed import is_main
+
+        if is_main():
+            typer.echo(f"interrupted; resume with: {shlex.join(command)}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _resume_command(name: str, *args: str, set_: list[str] | None, out: Path,
+                    progress: bool) -> list[str]:
+    sets = [x for s in set_ or [] for x in ("--set", s)]
+    return ["medistill", name, *args, "--out", str(out), *sets,
+            *([] if progress else ["--no-progress"]), "--resume"]
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    nproc: Annotated[int, typer.Option(
+        help="Data-parallel processes (DDP: gloo on CPU, nccl on GPU); batch_size is global.",
+        min=1)] = 1,
+) -> None:
+    """Train and evaluate everything a recipe describes, and write its report.
+
+    Under ``torchrun`` the process group comes from its environment; ``--nproc N`` starts N
+    processes itself.
+    """
+    from medistill.engine.distributed import init_from_env, is_main, launch
+    from medistill.errors import RecipeError
+    from medistill.pipelines import RECIPES, load_recipe, run_recipe
+
+    cfg = load_recipe(recipe, set_ or [])  # validated here, before any process starts
+    out = check_output_dir(out or Path("runs") / recipe.stem)
+    if nproc > 1 or init_from_env():
+        if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
+            raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
+                              "training yet; run it with one process")
+    hint = _resume_command("run", str(recipe), *(["--nproc", str(nproc)] if nproc > 1 else []),
+                           set_=set_, out=out, progress=progress)
+    if nproc > 1:
+        from torch.multiprocessing import ProcessRaisedException
+
+        try:
+            with _resume_hint(hint):
+                launch(_run_worker, nproc, str(recipe), list(set_ or []), str(out), resume,
+                       progress)
+        except ProcessRaisedException as e:
+            last = str(e).strip().splitlines()[-1]
+            raise RecipeError(f"a training process failed: {last}") from None
+        results = json.loads((out / "results.json").read_text())
+    else:
+        with _resume_hint(hint):
+            results = run_recipe(cfg, out, resume=resume, progress=progress and is_main())
+        if not is_main():
+            return
+    print_runs(results["runs"])
+    print_paired(results.get("comparisons", []), results.get("comparison_summary", []))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
+                progress: bool) -> None:
+    """One process of ``medistill run --nproc N``."""
+    from medistill.engine.distributed import is_main
+    from medistill.pipelines import load_recipe, run_recipe
+
+    run_recipe(load_recipe(recipe, overrides), out, resume=resume,
+               progress=progress and is_main())
+
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
+    from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+
+    check_output_dir(out)
+    cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
+    with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
+        results = run_recipe(cfg, out, resume=resume, progress=progress)
+    print_runs(results["runs"])
+    for seed in dict.fromkeys(r["seed"] for r in results["runs"]):
+        acc = {r["role"]: r for r in results["runs"] if r["seed"] == seed}
+        if "teacher" in acc and "baseline" in acc:
+            t, b = acc["teacher"], acc["baseline"]
+            gap = t["metrics"]["accuracy"]["value"] - b["metrics"]["accuracy"]["value"]
+            typer.echo(f"\nseed {seed}: teacher {100 * t['metrics']['accuracy']['value']:.1f}% "
+                       f"at {'x'.join(map(str, t['input_size']))} px, baseline student "
+                       f"{100 * b['metrics']['accuracy']['value']:.1f}% at "
+                       f"{'x'.join(map(str, b['input_size']))} px: a {100 * gap:.1f}-point "
+                       "gap to distil")
+    print_paired(results.get("comparisons", []), results.get("comparison_summary", []))
+    typer.echo(f"report: {out / 'report.html'}")
+
