@@ -246,12 +246,12 @@ def test_bootstrap_matches_naive_loop() -> None:
 
 
 def test_bootstrap_chunking_does_not_change_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    import medistill.metrics.classification as mod
+    import medistill.metrics.bootstrap as mod
 
     rng = np.random.default_rng(0)
     t, p = rng.integers(0, 4, 101), rng.integers(0, 4, 101)
     full = classification_report(t, p, 4, n_resamples=333, seed=1)
-    monkeypatch.setattr(mod, "_MAX_CHUNK_ELEMENTS", 101 * 50)  # 50 resamples per chunk
+    monkeypatch.setattr(mod, "MAX_CHUNK_ELEMENTS", 101 * 50)  # 50 resamples per chunk
     chunked = classification_report(t, p, 4, n_resamples=333, seed=1)
     assert full == chunked
 

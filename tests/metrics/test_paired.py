@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medistill.errors import DataError
+from medistill.metrics import bootstrap as bootstrap_mod
 from medistill.metrics import bootstrap_mean, classification_report
-from medistill.metrics import paired as paired_mod
 from medistill.metrics.paired import (
     over_seeds,
     paired_bootstrap,
@@ -154,7 +154,7 @@ def test_per_image_resamples_are_those_of_bootstrap_mean() -> None:
     assert (res["value"], res["low"], res["high"]) == pytest.approx(
         (own["value"], own["low"], own["high"]))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(paired_mod, "_MAX_CHUNK_ELEMENTS", 37 * 7)  # 7 resamples per chunk
+        mp.setattr(bootstrap_mod, "MAX_CHUNK_ELEMENTS", 37 * 7)  # 7 resamples per chunk
         chunked = paired_bootstrap_per_image(v, np.zeros(37), n_resamples=3000, seed=9)
     assert (chunked["low"], chunked["high"]) == (res["low"], res["high"])
 
@@ -189,3 +189,15 @@ def test_per_image_bad_input_raises_data_error() -> None:
         paired_bootstrap_per_image([0.1], [0.1], n_resamples=-1)
     with pytest.raises(DataError, match="confidence"):
         paired_bootstrap_per_image([0.1], [0.1], confidence=1.0)
+
+
+def test_resample_chunks_equal_one_draw() -> None:
+    """Blocks of rows are the rows of one ``integers(0, n, (n_resamples, n))`` draw."""
+    from medistill.metrics.bootstrap import resample_chunks
+
+    one = np.random.default_rng(4).integers(0, 13, size=(50, 13))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bootstrap_mod, "MAX_CHUNK_ELEMENTS", 13 * 7)  # 7 rows per block
+        blocks = list(resample_chunks(13, 50, seed=4))
+    assert [len(b) for b in blocks] == [7] * 7 + [1]
+    assert (np.concatenate(blocks) == one).all()

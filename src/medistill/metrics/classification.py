@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from medistill.errors import DataError
+from medistill.metrics.bootstrap import percentile_interval, resample_chunks
 
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
@@ -23,8 +24,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "ovr_accuracy",
 )
 
-# Upper bound on resampled indices held in memory at once (int64: 8 bytes each -> ~32 MiB).
-_MAX_CHUNK_ELEMENTS = 4_000_000
 
 
 def _as_labels(y: ArrayLike, name: str) -> np.ndarray:
@@ -215,23 +214,15 @@ def classification_report(
         k: {"value": v, "low": v, "high": v} for k, v in point.items()
     }
     if n_resamples > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
         samples: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
-        done = 0
-        while done < n_resamples:
-            size = min(chunk, int(n_resamples) - done)
-            idx = rng.integers(0, n, size=(size, n))
+        for idx in resample_chunks(n, n_resamples, seed):
             stack = bootstrap_confusion_matrices(t, p, c, idx)
             for k, v in metrics_from_confusion(stack).items():
                 samples[k].append(v)
-            done += size
-        alpha = 1.0 - float(confidence)
-        q = [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)]
         for k in METRIC_NAMES:
-            low, high = np.percentile(np.concatenate(samples[k]), q)
-            metrics[k]["low"] = float(low)
-            metrics[k]["high"] = float(high)
+            low, high = percentile_interval(np.concatenate(samples[k]), confidence)
+            metrics[k]["low"] = low
+            metrics[k]["high"] = high
 
     return {
         "metrics": metrics,

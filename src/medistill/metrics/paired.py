@@ -25,8 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from medistill.errors import DataError
+from medistill.metrics.bootstrap import percentile_interval, resample_chunks, resampled_means
 from medistill.metrics.classification import (
-    _MAX_CHUNK_ELEMENTS,
     METRIC_NAMES,
     _check_inputs,
     bootstrap_confusion_matrices,
@@ -81,24 +81,16 @@ def paired_bootstrap(
         out[m] = {"value": a - b, "low": a - b, "high": a - b, "model": a, "reference": b,
                   "p_not_better": float(a - b <= 0)}
     if n_resamples > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
         diffs: dict[str, list[np.ndarray]] = {m: [] for m in names}
-        done = 0
-        while done < n_resamples:
-            size = min(chunk, int(n_resamples) - done)
-            idx = rng.integers(0, n, size=(size, n))
+        for idx in resample_chunks(n, n_resamples, seed):
             ma = metrics_from_confusion(bootstrap_confusion_matrices(t, p, c, idx))
             mb = metrics_from_confusion(bootstrap_confusion_matrices(t, q, c, idx))
             for m in names:
                 diffs[m].append(ma[m] - mb[m])
-            done += size
-        alpha = 1.0 - float(confidence)
-        pct = [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)]
         for m in names:
             d = np.concatenate(diffs[m])
-            low, high = np.percentile(d, pct)
-            out[m].update(low=float(low), high=float(high), p_not_better=float(np.mean(d <= 0)))
+            low, high = percentile_interval(d, confidence)
+            out[m].update(low=low, high=high, p_not_better=float(np.mean(d <= 0)))
     return {"metrics": out, "n": int(n), "n_resamples": int(n_resamples), "seed": int(seed),
             "confidence": float(confidence)}
 
@@ -154,22 +146,10 @@ def paired_bootstrap_per_image(
     out.update(value=value, low=value, high=value, model=float(a[defined].mean()),
                reference=float(b[defined].mean()), p_not_better=float(value <= 0))
     if n_resamples > 0:
-        rng = np.random.default_rng(seed)
-        filled, ok = np.where(defined, d, 0.0), defined.astype(np.float64)
-        chunk = max(1, min(int(n_resamples), _MAX_CHUNK_ELEMENTS // n))
-        means: list[np.ndarray] = []
-        done = 0
-        while done < n_resamples:
-            idx = rng.integers(0, n, size=(min(chunk, int(n_resamples) - done), n))
-            cnt = ok[idx].sum(1)
-            means.append(np.divide(filled[idx].sum(1), cnt, out=np.full(len(cnt), np.nan),
-                                   where=cnt > 0))
-            done += len(idx)
-        m = np.concatenate(means)
+        m = resampled_means(d, n_resamples, seed)
         m = m[~np.isnan(m)]
-        alpha = 1.0 - float(confidence)
-        low, high = np.percentile(m, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
-        out.update(low=float(low), high=float(high), p_not_better=float(np.mean(m <= 0)))
+        low, high = percentile_interval(m, confidence)
+        out.update(low=low, high=high, p_not_better=float(np.mean(m <= 0)))
     return out
 
 

@@ -35,6 +35,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from medistill.errors import DataError
+from medistill.metrics.bootstrap import percentile_interval, resampled_means
 
 SEG_METRICS: tuple[str, ...] = ("dice", "iou", "voe", "rvd", "hd95")
 BINARY_THRESHOLD = 0.4
@@ -118,13 +119,9 @@ def bootstrap_mean(values: ArrayLike, n_resamples: int = 10_000, seed: int = 0,
     value = float(v[defined].mean())
     out.update(value=value, low=value, high=value)
     if n_resamples > 0:
-        idx = np.random.default_rng(seed).integers(0, n, size=(int(n_resamples), n))
-        vals, ok = np.where(defined, v, 0.0)[idx], defined[idx].astype(np.float64)
-        cnt = ok.sum(1)
-        means = np.divide(vals.sum(1), cnt, out=np.full(len(cnt), np.nan), where=cnt > 0)
-        alpha = 1.0 - confidence
-        low, high = np.nanpercentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-        out.update(low=float(low), high=float(high))
+        means = resampled_means(v, n_resamples, seed)
+        low, high = percentile_interval(means[~np.isnan(means)], confidence)
+        out.update(low=low, high=high)
     return out
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from medistill.errors import DataError
+from medistill.metrics.bootstrap import resample_chunks
 from medistill.metrics.segmentation import bootstrap_mean
 
 WEAK_METRICS = ("pixel_f1", "pixel_f1_pos", "pixel_f1_neg", "pixel_f1_positive", "neg_clean",
@@ -144,8 +145,8 @@ def _auc_ci(score: np.ndarray, y: np.ndarray, n_resamples: int, seed: int) -> di
     out = {"value": value, "low": value, "high": value, "n": int(len(y)),
            "n_undefined": 0}
     if n_resamples > 0 and np.isfinite(value):
-        idx = np.random.default_rng(seed).integers(0, len(y), size=(int(n_resamples), len(y)))
-        aucs = np.array([binary_auc(score[i], y[i]) for i in idx])
+        aucs = np.array([binary_auc(score[i], y[i])
+                         for idx in resample_chunks(len(y), n_resamples, seed) for i in idx])
         if np.isfinite(aucs).any():
             low, high = np.nanpercentile(aucs, [2.5, 97.5])
             out.update(low=float(low), high=float(high))
