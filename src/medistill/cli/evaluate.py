@@ -103,7 +103,7 @@ def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Pat
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"--split: a weakly supervised model takes train, val or "
                                  f"test (its data setup's roles), got {split!r}")
-    cfg = validate(WeakDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    cfg = validate(WeakDataConfig, _data_section(meta, data), f"{checkpoint} data")
     items, labels = load_weak_split(cfg, split)
     norm = meta["normalization"]
     dataset = WeakSegDataset(items, labels, 2, meta["image_size"], norm["mean"], norm["std"],
@@ -126,7 +126,7 @@ def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data
     from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
     from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
 
-    cfg = validate(SegDataConfig, {**meta["data"], "root": str(data)}, f"{checkpoint} data")
+    cfg = validate(SegDataConfig, _data_section(meta, data), f"{checkpoint} data")
     res = evaluate_segmenter(model, meta, load_seg_split(cfg, split), n_resamples=n_resamples)
     record = {"name": checkpoint.stem, "role": "evaluated", "seed": 0, "split": split,
               "model": meta["model"]["name"], **res}
@@ -141,3 +141,9 @@ def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data
                            "runs": [{k: v for k, v in record.items() if k != "cases"}]})
         typer.echo(f"report: {out / 'report.html'}")
 
+
+
+def _data_section(meta: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The data section a model file remembers, at ``root`` and with the whole split (a quick
+    run's ``subsample`` is not applied to what is evaluated later)."""
+    return {**{k: v for k, v in meta["data"].items() if k != "subsample"}, "root": str(root)}
