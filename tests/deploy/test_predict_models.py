@@ -201,3 +201,35 @@ def test_evaluate_names_runs_by_their_folder_and_says_what_it_evaluated(tmp_path
 
     assert run_name(lone) == "kd_student" and run_name(tmp_path / "m.pt") == "m"
     assert run_names([kd, kd]) == [str(kd), str(kd)]  # the same name twice: the paths
+
+
+def test_weakly_supervised_model_masks_are_smoothed_and_thresholded_as_evaluated(tmp_path):
+    from weak_fixtures import write_weak_dataset
+
+    from medistill.data.weak import WeakSegDataset
+    from medistill.metrics.weak_segmentation import smooth_probability
+    from medistill.pipelines.evaluate_weak import predict_probabilities, sigma_axes
+    from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
+
+    data = write_weak_dataset(tmp_path / "data", {"train": 2, "test": 4}, size=40)
+    cfg = WeakDataConfig(root=str(data), positive=["tumour"], negative=["benign"],
+                         image_size=32)
+    items, labels = load_weak_split(cfg, "test")
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    torch.manual_seed(0)
+    net = create_model("mil_segmenter", 2, backbone_kwargs={"widths": [8, 8, 16, 16],
+                                                            "groups": 4}).eval()
+    dataset = WeakSegDataset(items, labels, 2, 32, norm["mean"], norm["std"])
+    probs = [smooth_probability(p, sigma_axes(2.0, p.shape, 32, "input"))
+             for p in predict_probabilities(net, dataset)]
+    threshold = float(np.median(probs[0]))  # masks neither empty nor full
+    meta = {**SEG_META, "model": {"name": "mil_segmenter", "kwargs": {"backbone_kwargs": {
+        "widths": [8, 8, 16, 16], "groups": 4}}}, "classes": ["background", "tumour"],
+        "normalization": norm, "threshold": threshold, "sigma": 2.0, "sigma_at": "input",
+        "weak": True}
+    model = save_model(net, meta, tmp_path / "best.pt")
+    predict_folder(model, data / "images", tmp_path / "p.csv")
+    for item, prob in zip(items, probs, strict=True):
+        got = np.asarray(Image.open(tmp_path / "p_masks" / f"{item.name}.png"))
+        np.testing.assert_array_equal(got, (prob > threshold).astype(np.uint8))
+    assert 0.2 < np.asarray(Image.open(tmp_path / "p_masks" / f"{items[0].name}.png")).mean() < 0.8
