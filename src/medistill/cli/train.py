@@ -7,14 +7,16 @@ import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel
 
 from medistill.cli.app import app
 from medistill.cli.tables import print_paired, print_runs
 from medistill.output import check_output_dir
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @contextmanager
@@ -40,7 +42,7 @@ def _resume_command(name: str, *args: str, set_: list[str] | None, out: Path,
 _PRINT_CONFIG_HELP = "Print the resolved, validated recipe (YAML) and exit; nothing is written."
 
 
-def _SUBSTITUTIONS() -> dict[str, str]:  # noqa: N802  (a constant, computed when needed)
+def _substitutions() -> dict[str, str]:
     """Placeholders recipes may use: ``{demo_data}``, the embedded demo dataset."""
     from medistill.pipelines import demo_data_root
 
@@ -74,7 +76,7 @@ def run(
         help="Recipe YAML, or the name of a packaged recipe (see medistill recipes).")],
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override: key.sub=value (lists by index: aux_data.0.root=...)")] = None,
-    print_config: Annotated[bool, typer.Option(help=_PRINT_CONFIG_HELP)] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help=_PRINT_CONFIG_HELP)] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -93,7 +95,7 @@ def run(
     from medistill.pipelines.catalog import find_recipe
 
     recipe = find_recipe(recipe)
-    cfg = load_recipe(recipe, set_ or [], _SUBSTITUTIONS())  # validated before any process
+    cfg = load_recipe(recipe, set_ or [], _substitutions())  # validated before any process
     if print_config:
         return _print_config(cfg)
     out = check_output_dir(out or Path("runs") / recipe.stem)
@@ -130,7 +132,7 @@ def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
     from medistill.engine.distributed import is_main
     from medistill.pipelines import load_recipe, run_recipe
 
-    run_recipe(load_recipe(recipe, overrides, _SUBSTITUTIONS()), out, resume=resume,
+    run_recipe(load_recipe(recipe, overrides, _substitutions()), out, resume=resume,
                progress=progress and is_main())
 
 
@@ -140,13 +142,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
-    print_config: Annotated[bool, typer.Option(help=_PRINT_CONFIG_HELP)] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help=_PRINT_CONFIG_HELP)] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
     from medistill.pipelines import demo_recipe_path, load_recipe, run_recipe
 
-    cfg = load_recipe(demo_recipe_path(), set_ or [], _SUBSTITUTIONS())
+    cfg = load_recipe(demo_recipe_path(), set_ or [], _substitutions())
     if print_config:
         return _print_config(cfg)
     check_output_dir(out)
