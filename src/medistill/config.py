@@ -8,6 +8,7 @@ machine does not have (``train.device: cuda:1`` on a CPU build), unknown model n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,23 @@ class SplitNames(StrictModel):
     test: str = "test"
 
 
+class SubsampleConfig(StrictModel):
+    """At most this many items of a role (train / val / test) for quick runs: a seeded subset,
+    stratified by class where the items have labels (``data.subsample.train: 64``)."""
+
+    train: int | None = Field(None, ge=1)
+    val: int | None = Field(None, ge=1)
+    test: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    def pick(self, role: str, items: list[Any], labels: list[int] | None = None) -> list[int]:
+        """Indices of the items of ``role`` to keep (all when ``role`` has no limit)."""
+        from medistill.data.subsample import subsample_indices
+
+        limit = getattr(self, role) if role in ("train", "val", "test") else None
+        return subsample_indices(len(items), limit, self.seed, labels)
+
+
 class DataConfig(StrictModel):
     """Where a dataset lives and in which layout (see :mod:`medistill.data.records`)."""
 
@@ -106,6 +124,7 @@ class DataConfig(StrictModel):
     splits: SplitNames = SplitNames()
     image_size: int | None = Field(None, ge=1, description="centre crop/pad originals first")
     source_mpp: float | None = Field(None, gt=0, description="microns per pixel of the files")
+    subsample: SubsampleConfig = SubsampleConfig()
 
 
 class ModelConfig(StrictModel):
@@ -167,22 +186,48 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict.
+
+    A number indexes a list (``aux_data.0.root=...``); the index one past the end appends
+    (``aux_data.1={format: csv, root: x}``). A key into a value that is neither a section nor
+    a list, or an index out of range, is a one-line error naming the key."""
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for p in parts[:-1]:
-            if not isinstance(node.get(p, {}), dict):
-                raise RecipeError(f"--set {key}: {p} is not a section")
-            node = node.setdefault(p, {})
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise RecipeError(f"--set {key}: empty key part")
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            value = yaml.safe_load(text)
         except yaml.YAMLError as e:
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise RecipeError(f"--set {item!r}: invalid YAML value: {problem}") from None
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[:depth]) or "the recipe"
+            if isinstance(node, list):
+                if not re.fullmatch(r"\d+", part):
+                    raise RecipeError(f"--set {key}: {where} is a list; index it by number "
+                                      f"({where}.0.{'.'.join(parts[depth:])})")
+                index = int(part)
+                if index > len(node):
+                    raise RecipeError(f"--set {key}: index {index} out of range ({where} has "
+                                      f"{len(node)} item(s); {len(node)} appends one)")
+                if index == len(node):
+                    node.append(value if last else {})
+                elif last:
+                    node[index] = value
+                node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise RecipeError(f"--set {key}: {where} is not a section or a list")
     return raw
 
 

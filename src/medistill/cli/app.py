@@ -30,3 +30,18 @@ def _root(
 ) -> None:
     """Knowledge distillation for medical and histopathology imaging."""
 
+
+
+DEVICE_HELP = "Where the model runs: cpu, cuda, cuda:N, mps or auto (a GPU if there is one)."
+
+
+def check_device_option(device: str) -> str:
+    """``--device``, checked before any file is read or written (one line naming it)."""
+    from medistill.config import check_device
+    from medistill.errors import MedistillError
+
+    try:
+        check_device(device)
+    except ValueError as e:
+        raise MedistillError(f"--device {e}") from None
+    return device

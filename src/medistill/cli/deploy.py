@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medistill.cli.app import app
+from medistill.cli.app import DEVICE_HELP, app, check_device_option
 from medistill.output import check_output_dir, check_output_file
 
 
@@ -83,21 +83,31 @@ def export(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="An exported model (.onnx or TorchScript .pt).")],
+    model: Annotated[Path, typer.Argument(
+        help="A model file (a run's best.pt) or an exported model (.onnx / TorchScript .pt).")],
     images: Annotated[Path, typer.Option(help="Folder of images (searched recursively).")],
     out: Annotated[Path, typer.Option(help="Predictions CSV.")] = Path("predictions.csv"),
+    masks: Annotated[Path | None, typer.Option(
+        help="Segmentation models: folder of PNG masks (default: <out stem>_masks/).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 32,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
-    """Classify every image in a folder with an exported model; write a CSV."""
+    """Classify (CSV) or segment (CSV + one PNG mask per image) every image in a folder."""
     from collections import Counter
 
     from medistill.deploy import predict_folder
+    from medistill.deploy.predict import masks_folder_for
 
-    rows = predict_folder(model, images, out, batch_size=batch_size)
-    counts = Counter(r["prediction"] for r in rows if not r.get("error"))
+    check_device_option(device)
+    rows = predict_folder(model, images, out, batch_size=batch_size, device=device, masks=masks)
     failed = [r for r in rows if r.get("error")]
-    typer.echo(f"{len(rows) - len(failed)} images: "
-               + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    if any("mask" in r for r in rows):  # a segmentation model
+        typer.echo(f"{len(rows) - len(failed)} images segmented; masks: "
+                   f"{masks or masks_folder_for(out)}")
+    else:
+        counts = Counter(r["prediction"] for r in rows if not r.get("error"))
+        typer.echo(f"{len(rows) - len(failed)} images: "
+                   + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
     if failed:
         typer.echo(f"{len(failed)} unreadable image(s) skipped (see the 'error' column), e.g. "
                    f"{failed[0]['path']}: {failed[0]['error']}", err=True)

@@ -7,13 +7,16 @@ import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from medistill.cli.app import app
 from medistill.cli.tables import print_paired, print_runs
 from medistill.output import check_output_dir
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @contextmanager
@@ -36,10 +39,44 @@ def _resume_command(name: str, *args: str, set_: list[str] | None, out: Path,
             *([] if progress else ["--no-progress"]), "--resume"]
 
 
+_PRINT_CONFIG_HELP = "Print the resolved, validated recipe (YAML) and exit; nothing is written."
+
+
+def _substitutions() -> dict[str, str]:
+    """Placeholders recipes may use: ``{demo_data}``, the embedded demo dataset."""
+    from medistill.pipelines import demo_data_root
+
+    return {"demo_data": str(demo_data_root())}
+
+
+def _print_config(cfg: BaseModel) -> None:
+    """The recipe after ``--set``, defaults filled in and validated, as YAML on stdout."""
+    import yaml
+
+    resolved = cfg.model_dump(mode="json")
+    first = {k: resolved[k] for k in ("method", "title") if k in resolved}
+    typer.echo(yaml.safe_dump({**first, **resolved}, sort_keys=False).rstrip())
+
+
+@app.command()
+def recipes() -> None:
+    """List the packaged recipes (name, method, title); run one with: medistill run NAME."""
+    from medistill.pipelines.catalog import packaged_recipes, recipe_summary
+
+    rows = [recipe_summary(path) for path in packaged_recipes().values()]
+    width = max(len(r["name"]) for r in rows)
+    method = max(len(r["method"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['method']:<{method}}  {r['title']}")
+
+
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value")] = None,
+    recipe: Annotated[Path, typer.Argument(
+        help="Recipe YAML, or the name of a packaged recipe (see medistill recipes).")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override: key.sub=value (lists by index: aux_data.0.root=...)")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=_PRINT_CONFIG_HELP)] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -55,8 +92,12 @@ def run(
     from medistill.engine.distributed import init_from_env, is_main, launch
     from medistill.errors import RecipeError
     from medistill.pipelines import RECIPES, load_recipe, run_recipe
+    from medistill.pipelines.catalog import find_recipe
 
-    cfg = load_recipe(recipe, set_ or [])  # validated here, before any process starts
+    recipe = find_recipe(recipe)
+    cfg = load_recipe(recipe, set_ or [], _substitutions())  # validated before any process
+    if print_config:
+        return _print_config(cfg)
     out = check_output_dir(out or Path("runs") / recipe.stem)
     if nproc > 1 or init_from_env():
         if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
@@ -91,7 +132,7 @@ def _run_worker(recipe: str, overrides: list[str], out: str, resume: bool,
     from medistill.engine.distributed import is_main
     from medistill.pipelines import load_recipe, run_recipe
 
-    run_recipe(load_recipe(recipe, overrides), out, resume=resume,
+    run_recipe(load_recipe(recipe, overrides, _substitutions()), out, resume=resume,
                progress=progress and is_main())
 
 
@@ -101,13 +142,16 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=_PRINT_CONFIG_HELP)] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
-    from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+    from medistill.pipelines import demo_recipe_path, load_recipe, run_recipe
 
+    cfg = load_recipe(demo_recipe_path(), set_ or [], _substitutions())
+    if print_config:
+        return _print_config(cfg)
     check_output_dir(out)
-    cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
     with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
         results = run_recipe(cfg, out, resume=resume, progress=progress)
     print_runs(results["runs"])

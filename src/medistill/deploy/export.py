@@ -27,6 +27,7 @@ from medistill.deploy.predict import (
     EXPORT_SCHEMA,
     INPUT_NAME,
     OUTPUT_NAME,
+    SEGMENTATION_KEYS,
     ExportedModel,
     sidecar_path,
 )
@@ -228,6 +229,8 @@ def export_model(
             "output": {"name": OUTPUT_NAME, "kind": OUTPUT_KINDS.get(task, OUTPUT_KINDS[None])},
             # what decoding an instance model's output needs (post-processing, offsets, scale)
             **{k: meta[k] for k in INSTANCE_KEYS if task == "instance" and k in meta},
+            # what turning a segmenter's logits into masks needs (predict's thresholds)
+            **{k: meta[k] for k in SEGMENTATION_KEYS if task == "segmentation" and k in meta},
             "max_abs_diff": diff,
             "torch_version": torch.__version__,
             **({"opset": ONNX_OPSET} if fmt == "onnx" else {}),

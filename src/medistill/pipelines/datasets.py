@@ -26,7 +26,8 @@ def load_split(
     cfg: DataConfig, split: str, classes: list[str] | None = None, labeled: bool = True
 ) -> SampleList:
     """The samples of one split in the layout ``cfg.format`` describes, every image checked
-    (readable; one size when ``cfg.image_size`` is None)."""
+    (readable; one size when ``cfg.image_size`` is None); the split's role (train / val /
+    test, by ``cfg.splits``) limited to ``cfg.subsample`` (stratified by class)."""
     classes = classes if classes is not None else cfg.classes
     if cfg.format == "folders":
         found = scan_folders(cfg.root, split, classes, labeled)
@@ -39,6 +40,10 @@ def load_split(
         raise DataError(f"{cfg.root}: the 'images' layout has no labels; use it as auxiliary data")
     else:
         found = scan_images(cfg.root, split)
+    roles = [role for role, value in cfg.splits.model_dump().items() if value == split]
+    if roles:
+        keep = cfg.subsample.pick(roles[0], found.samples, [s.label for s in found.samples])
+        found = SampleList([found.samples[i] for i in keep], found.classes)
     verify_samples(found.samples, f"{cfg.root}: split {split!r}", same_size=cfg.image_size is None,
                    key=f"image_size in the data section of {cfg.root}")
     return found

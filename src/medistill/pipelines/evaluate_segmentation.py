@@ -34,15 +34,16 @@ def dataset_for_segmenter(items: Sequence[SegItem], meta: dict[str, Any]) -> Seg
 
 @torch.no_grad()
 def predict_masks(model: torch.nn.Module, dataset: SegmentationDataset, threshold: float = 0.4,
-                  batch_size: int = 8) -> list[np.ndarray]:
-    """The predicted (H, W) uint8 class mask of every item, at its ORIGINAL size."""
+                  batch_size: int = 8, device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """The predicted (H, W) uint8 class mask of every item, at its ORIGINAL size (the model
+    runs on ``device``; it must be there already)."""
     model = model.eval()
     preds: list[np.ndarray] = []
     step = batch_size if dataset.image_size else 1
     for start in range(0, len(dataset), step):
         idx = range(start, min(start + step, len(dataset)))
         x = torch.stack([dataset[i]["image"] for i in idx])
-        logits = model(x)
+        logits = model(x.to(device)).float().cpu()
         for j, i in enumerate(idx):
             h, w = dataset.pair(i)[1].shape
             lg = F.interpolate(logits[j : j + 1], size=(h, w), mode="bilinear",
@@ -70,12 +71,18 @@ def evaluate_segmenter(
     latency: bool = True,
     latency_repeats: int = 20,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Metrics with 95% CIs over cases (overall and per class), efficiency, per-case values."""
+    """Metrics with 95% CIs over cases (overall and per class), efficiency, per-case values;
+    the masks are predicted on ``device`` (``auto``: a GPU if there is one), latency on the
+    CPU."""
+    from medistill.engine.trainer import resolve_device
+
     dataset = dataset_for_segmenter(items, meta)
     thr = meta.get("threshold", 0.4) if threshold is None else threshold
-    model = model.cpu().eval()
-    preds = predict_masks(model, dataset, thr)
+    dev = resolve_device(device)
+    preds = predict_masks(model.to(dev).eval(), dataset, thr, device=dev)
+    model = model.cpu()
     truths = [dataset.pair(i)[1] for i in range(len(dataset))]
     pred_cases, true_cases = case_arrays(items, preds), case_arrays(items, truths)
     k = len(meta["classes"])

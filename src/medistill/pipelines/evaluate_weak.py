@@ -85,9 +85,14 @@ def weak_scores(model: torch.nn.Module, dataset: WeakSegDataset, threshold: floa
 
 def evaluate_weak(model: torch.nn.Module, dataset: WeakSegDataset, threshold: float = 0.5,
                   sigma: float = 0.0, n_resamples: int = 10_000, ci_seed: int = 0,
-                  sigma_at: SigmaAt = "input") -> dict[str, Any]:
-    """Test metrics with bootstrap CIs over images, plus per-image values."""
-    cases = weak_cases(model.cpu(), dataset, threshold, sigma, sigma_at=sigma_at)
+                  sigma_at: SigmaAt = "input", device: str = "cpu") -> dict[str, Any]:
+    """Test metrics with bootstrap CIs over images, plus per-image values (the model runs on
+    ``device``; ``auto``: a GPU if there is one)."""
+    from medistill.engine.trainer import resolve_device
+
+    dev = resolve_device(device)
+    cases = weak_cases(model.to(dev), dataset, threshold, sigma, dev, sigma_at=sigma_at)
+    model.cpu()
     report = weak_segmentation_report(cases, dataset.labels, n_resamples, ci_seed)
     return {"metrics": report, "n": len(cases),
             "n_positive": int(sum(dataset.labels)),

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medistill.config import StrictModel
+from medistill.config import StrictModel, SubsampleConfig
 from medistill.data.instance import InstanceAugment, scan_instance_mask_folders
 from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import SegItem, read_seg_manifest, scan_seg_folders
@@ -52,6 +52,7 @@ class InstanceDataConfig(StrictModel):
     images: str = "images"
     labels: str = "labels"
     label_suffix: str = ".png"
+    subsample: SubsampleConfig = SubsampleConfig()
 
 
 class InstanceAugmentConfig(StrictModel):
@@ -70,8 +71,10 @@ def make_instance_augment(cfg: InstanceAugmentConfig) -> InstanceAugment | None:
 
 def load_instance_split(cfg: InstanceDataConfig, role: str) -> list[SegItem]:
     """The items of a role (train / val / test; [] for an empty role) or of a split value;
-    every image / label map checked (:func:`~medistill.data.scan.verify_pairs`)."""
+    a role limited to ``cfg.subsample`` (seeded); every image / label map checked
+    (:func:`~medistill.data.scan.verify_pairs`)."""
     items = _instance_items(cfg, role)
+    items = [items[i] for i in cfg.subsample.pick(role, items)]
     verify_pairs(items, f"{cfg.root}: {role}")
     return items
 

@@ -33,7 +33,7 @@ from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import load_model
 from medistill.engine.teacher_cache import TeacherCache, fingerprint
 from medistill.engine.trainer import seed_everything
-from medistill.errors import RecipeError
+from medistill.errors import DataError, RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.metrics.paired import compare_runs, verdict
 from medistill.models import create_model
@@ -152,9 +152,12 @@ class ResolutionPipeline(Pipeline):
         mean, std = channel_stats(self.train_samples.samples)
         self.norm = {"mean": list(mean), "std": list(std)}
         aux: list = []
-        for cfg in r.aux_data:
-            for split in cfg.use_splits:
-                aux += load_split(cfg, split, labeled=False).samples
+        for number, cfg in enumerate(r.aux_data if "kd_aux" in r.runs else []):
+            try:  # only a kd_aux run reads the auxiliary data (a default root may not exist)
+                for split in cfg.use_splits:
+                    aux += load_split(cfg, split, labeled=False).samples
+            except DataError as e:
+                raise DataError(f"aux_data.{number} (root {cfg.root}): {e}") from None
         self.aux_dropped = 0
         if not r.aux_keep_eval_images:
             aux, self.aux_dropped = _without(aux, self.val_samples, self.test_samples)

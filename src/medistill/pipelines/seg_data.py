@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medistill.config import StrictModel
+from medistill.config import StrictModel, SubsampleConfig
 from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import (
     SegAugment,
@@ -65,6 +65,7 @@ class SegDataConfig(StrictModel):
     slice_axis: int = Field(2, ge=0, le=2)
     label_map: dict[int, int] | None = None
     target_slices_only: bool = False
+    subsample: SubsampleConfig = SubsampleConfig()
 
     @field_validator("group_splits", mode="before")
     @classmethod
@@ -94,8 +95,10 @@ def make_seg_augment(cfg: SegAugmentConfig) -> SegAugment | None:
 
 def load_seg_split(cfg: SegDataConfig, split: str) -> list[SegItem]:
     """The items of ``split``: a role (train / val / test, mapped by ``cfg.splits``) or a
-    split value of the data itself; every pair checked (:func:`verify_pairs`)."""
+    split value of the data itself, a role limited to ``cfg.subsample`` (seeded); every pair
+    checked (:func:`verify_pairs`)."""
     items = _seg_items(cfg, split)
+    items = [items[i] for i in cfg.subsample.pick(split, items)]
     verify_pairs(items, f"{cfg.root}: split {split!r}", len(cfg.classes), cfg.mask_mode,
                  same_size=cfg.image_size is None)
     return items

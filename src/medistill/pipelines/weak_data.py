@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from medistill.config import StrictModel
+from medistill.config import StrictModel, SubsampleConfig
 from medistill.data.scan import verify_pairs
 from medistill.data.segmentation import SegItem, read_seg_manifest
 from medistill.data.weak import assign_labels, cap_per_class, column_by_image, split_off
@@ -62,6 +62,7 @@ class WeakDataConfig(StrictModel):
     max_train_per_class: int | None = Field(None, ge=1, description="seeded subset per label")
     max_val_per_class: int | None = Field(None, ge=1, description="val subset per label")
     sample_seed: int = 0
+    subsample: SubsampleConfig = SubsampleConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +90,8 @@ def load_weak_split(cfg: WeakDataConfig, role: str) -> tuple[list[SegItem], list
         items, labels = _read(cfg, getattr(cfg.splits, role))
     cap = {"train": cfg.max_train_per_class, "val": cfg.max_val_per_class}.get(role)
     items, labels = cap_per_class(items, labels, cap, cfg.sample_seed)  # test: never capped
+    keep = cfg.subsample.pick(role, items, labels)  # quick runs: any role, stratified
+    items, labels = [items[i] for i in keep], [labels[i] for i in keep]
     verify_pairs(items, f"{cfg.root}: {role}", len(cfg.classes), cfg.mask_mode)
     return items, labels
 
