@@ -12,6 +12,7 @@ from medistill.output import remove_stale_tmp
 from medistill.pipelines.graph_relation import GraphRelationPipeline, GraphRelationRecipe
 from medistill.pipelines.mil_fusion import MILFusionPipeline, MILFusionRecipe
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
+from medistill.pipelines.plan import Plan
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
 from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
 
@@ -51,7 +52,17 @@ def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
     if (Path(out_dir) / "recipe.json").is_file():  # a run folder (never a foreign one)
         remove_stale_tmp(out_dir)
     pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
+    pipeline.announce()
     return pipeline.run()
+
+
+def dry_run(recipe: Any, out_dir: str | Path, resume: bool = False) -> Plan:
+    """Everything :func:`run_recipe` checks before it writes (models built once, the output
+    folder, the data read and scanned), and the plan; nothing is written."""
+    build_models_once(recipe)
+    pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=False)
+    pipeline.preflight()
+    return pipeline.plan
 
 
 def demo_recipe_path() -> Path:
