@@ -78,7 +78,8 @@ def test_duration():
 
 def test_epoch_line_with_terms_validation_best_and_etas():
     row = {"epoch": 4, "train_loss": 0.412, "train_term/ce": 0.3, "train_term/kd": 0.112,
-           "train_ce": 0.3, "lr": 1e-3, "val_accuracy": 0.7451, "val_macro_f1": 0.7314}
+           "train_ce": 0.3, "lr": 1e-3, "val_accuracy": 0.7451, "val_macro_f1": 0.7314,
+           "val_macro_recall": 0.5}  # a third score is left out
     line = epoch_line("stage 3/9 seed1/kd", 4, 20, row, "val_macro_f1", 0.745, 3, 12.34,
                       (250.0, 610.0))
     assert line == ("[stage 3/9 seed1/kd] epoch 4/20  loss 0.412 (ce 0.3, kd 0.112)  "

@@ -15,6 +15,18 @@ from medistill.cli.app import app
 from medistill.cli.tables import print_paired, print_runs
 from medistill.output import check_output_dir
 
+DRY_RUN_HELP = ("Check the recipe, the output folder and the data, print the plan (stages, "
+                "seeds, epochs) and exit; nothing is written.")
+
+
+def _dry_run(cfg, out: Path, resume: bool) -> None:
+    """``--dry-run``: every check a run makes before it writes, then the plan."""
+    from medistill.pipelines import dry_run
+
+    plan = dry_run(cfg, out, resume=resume)
+    typer.echo(f"dry run: the recipe, --out and the data are fine; nothing was written\n"
+               f"{plan.banner(str(out))}")
+
 
 @contextmanager
 def _resume_hint(command: list[str]) -> Iterator[None]:
@@ -46,6 +58,7 @@ def run(
     nproc: Annotated[int, typer.Option(
         help="Data-parallel processes (DDP: gloo on CPU, nccl on GPU); batch_size is global.",
         min=1)] = 1,
+    dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False,
 ) -> None:
     """Train and evaluate everything a recipe describes, and write its report.
 
@@ -58,6 +71,8 @@ def run(
 
     cfg = load_recipe(recipe, set_ or [])  # validated here, before any process starts
     out = check_output_dir(out or Path("runs") / recipe.stem)
+    if dry_run:
+        return _dry_run(cfg, out, resume)
     if nproc > 1 or init_from_env():
         if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
             raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
@@ -102,12 +117,15 @@ def demo(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False,
 ) -> None:
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
     from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
 
     check_output_dir(out)
     cfg = load_recipe(demo_recipe_path(), set_ or [], {"demo_data": str(demo_data_root())})
+    if dry_run:
+        return _dry_run(cfg, out, resume)
     with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
         results = run_recipe(cfg, out, resume=resume, progress=progress)
     print_runs(results["runs"])

@@ -154,18 +154,18 @@ def epoch_line(label: str, epoch: int, epochs: int, row: Mapping[str, float],
     """One readable line for an epoch's ``row`` of ``log.csv`` (see the module docstring).
 
     The loss is followed by its weighted terms (``train_term/<name>``, which sum to it); then
-    the validation scores, the selection metric ``select`` (``val_<name>``) first; ``best``
+    two validation scores, the selection metric ``select`` (``val_<name>``) first; ``best``
     is the best selection score so far (without validation: the lowest training loss)."""
     parts = [f"[{label}] epoch {epoch}/{epochs}"]
     loss = f"loss {_num(row['train_loss'])}" if "train_loss" in row else ""
     terms = [(k[len("train_term/"):], v) for k, v in row.items() if k.startswith("train_term/")]
     if len(terms) > 1:
-        loss += " (" + ", ".join(f"{n} {_num(v)}" for n, v in terms) + ")"
+        loss += " (" + ", ".join(f"{n} {v:.3g}" for n, v in terms) + ")"
     parts.append(loss)
     val = sorted((k for k in row if k.startswith("val_")), key=lambda k: k != select)
     if val:
         parts.append("val " + " ".join(f"{SHORT.get(k[4:], k[4:])} {row[k]:.3f}"
-                                       for k in val[:3]))
+                                       for k in val[:2]))
         parts.append(f"best {best:.3f}@{best_epoch}")
     else:
         parts.append(f"best loss {_num(-best)}@{best_epoch}")

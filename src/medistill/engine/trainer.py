@@ -283,7 +283,8 @@ class Trainer:
         except TypeError:
             steps = f"batch {c.batch_size}"
         resumed = f"; resumed after epoch {done}" if done else ""
-        return (f"{c.epochs} epochs, {steps}, {c.optimizer} lr {c.lr:g} {c.schedule}, "
+        epochs = f"{c.epochs} epoch" + ("s" if c.epochs != 1 else "")
+        return (f"{epochs}, {steps}, {c.optimizer} lr {c.lr:g} {c.schedule}, "
                 f"{self.device.type}{resumed}")
 
     def _train_epoch(self, epoch: int, opt, sched) -> dict[str, float]:

@@ -67,7 +67,8 @@ class Plan:
         width = max(len(s.name) for s in shown)
         for i, s in enumerate(shown, start=1):
             opt = "  (may be skipped)" if s.optional else ""
-            lines.append(f"  {i:>3}  {s.name:<{width}}  {s.stage:<10} {s.epochs:>4} epochs{opt}")
+            ep = "epoch " if s.epochs == 1 else "epochs"
+            lines.append(f"  {i:>3}  {s.name:<{width}}  {s.stage:<10} {s.epochs:>4} {ep}{opt}")
         if len(shown) < len(self.stages):
             lines.append(f"  ... and {len(self.stages) - len(shown)} more stages for the other "
                          f"seeds {self.seeds[1:]} (the same per seed)")
