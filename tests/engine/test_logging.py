@@ -116,6 +116,22 @@ def test_a_resumed_run_counts_finished_stages_as_done():
     assert p.eta("b") == (4.0, 16.0)  # 1 epoch of b + 3 of c, 4 s each
 
 
+def test_the_overall_bar_counts_every_planned_epoch(capsys):
+    p = RunProgress([("a", 2), ("b", 3), ("c", 1)], echo=False)
+    p.open_bar(disable=False)  # shown even when not a terminal
+    assert p.bar.total == 6
+    p.skip("a")  # resumed: a is done
+    p.begin("b", 3, done=1)
+    assert p.bar.n == 3
+    p.epoch_done("b", 2, 10.0)
+    assert p.bar.n == 4 and p.bar.postfix == "ETA 20s"  # 1 epoch of b + 1 of c
+    p.close_bar()
+    assert "4/6 epochs" in capsys.readouterr().err
+    unplanned = RunProgress()
+    unplanned.open_bar(disable=False)
+    assert unplanned.bar is None
+
+
 def test_lines_wait_for_the_run_folder_then_go_to_run_log(tmp_path, capsys):
     log = tmp_path / "out" / "run.log"
     p = RunProgress([("a", 1)], echo=True)
@@ -199,6 +215,7 @@ def test_mlflow_gets_params_epoch_and_step_metrics(tmp_path, monkeypatch):
     names = [c[0] for c in fake.calls]
     assert names[:4] == ["set_experiment", "start_run", "set_tags", "log_params"]
     assert names[-1] == "end_run" and names.count("start_run") == 1
+    assert fake.calls[-1][2] == {"status": "FINISHED"}
     assert fake.calls[0][1] == ("exp",)
     assert fake.calls[1][2] == {"run_name": "train", "nested": False}
     params = fake.calls[3][1][0]
@@ -215,3 +232,50 @@ def test_missing_mlflow_is_one_clear_warning(tmp_path, monkeypatch, capsys):
     _train(tmp_path, epochs=1, mlflow=True)
     err = capsys.readouterr().err
     assert "warning: train.mlflow is true but the mlflow package is not installed" in err
+
+
+def test_an_mlflow_run_cut_short_ends_failed(tmp_path, monkeypatch):
+    fake = FakeMLflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    save = Trainer._save
+
+    def save_then_interrupt(self, path, opt, sched, state):
+        save(self, path, opt, sched, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, epochs=2, mlflow=True)
+    assert fake.calls[-1] == ("end_run", (), {"status": "FAILED"})
+
+
+def test_a_tracking_store_that_refuses_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    from medistill.errors import TrainingError
+
+    fake = FakeMLflow()
+
+    def refuse(*a, **k):
+        raise RuntimeError("no store at file:/x\n(details)")
+
+    fake.set_experiment = refuse
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    with pytest.raises(TrainingError, match=r"^train\.mlflow: MLflow cannot start a run \(no "
+                       r"store at file:/x"):
+        _train(tmp_path, epochs=1, mlflow=True)
+
+
+def test_a_real_mlflow_store_gets_the_run(tmp_path, monkeypatch):
+    """Only where mlflow is installed (it is not a dependency)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 prefers a database
+    _train(tmp_path / "run", epochs=2, mlflow=True, mlflow_experiment="t", diag_every=4)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.run_name == "train" and run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.01"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/mse")] == \
+        list(range(1, 9))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/loss")] == [1, 2]

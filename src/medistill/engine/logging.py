@@ -2,8 +2,9 @@
 file, ``log.csv``, TensorBoard and (optionally) MLflow.
 
 - :class:`RunProgress`: one per run (a recipe's stages share it). Numbers the stages
-  (``[stage 3/5 seed0/x4/kd]``), estimates the time left in the stage and in the whole run, and
-  prints every line (main rank only) and appends it to ``run.log``.
+  (``[stage 3/5 seed0/x4/kd]``), estimates the time left in the stage and in the whole run,
+  prints every line (main rank only) and appends it to ``run.log``, and draws an overall
+  progress bar over all planned epochs (on a terminal, unless progress bars are off).
 - :func:`epoch_line`: one line per epoch instead of a raw dict, e.g. ``[stage 3/5 seed0/x4/kd]
   epoch 4/30  loss 0.412 (soft 0.30, pixel 0.11)  val macro_f1 0.731 acc 0.745  best
   0.745@3  12.3 s  ETA 5m10s, run 14m``.
@@ -83,6 +84,34 @@ class RunProgress:
         self._timed = 0
         self._stage: dict[str, float] = {}  # name -> seconds of its epochs timed so far
         self._stage_timed: dict[str, int] = {}
+        self.bar: Any = None
+
+    # -- the overall progress bar -----------------------------------------------------------
+    def open_bar(self, disable: bool | None = None) -> None:
+        """An overall bar over every planned epoch, with the run's ETA (tqdm; ``disable``
+        None: shown on a terminal only). Nothing without a plan."""
+        if not self.planned or self.bar is not None:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=sum(self.epochs.values()), desc="run", unit="epoch",
+                        disable=disable, position=0, dynamic_ncols=True,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                   "epochs [{elapsed}{postfix}]")
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _update_bar(self, name: str | None = None) -> None:
+        if self.bar is None:
+            return
+        self.bar.n = sum(min(d, self.epochs.get(n, d)) for n, d in self.done.items())
+        run_eta = self.eta(name)[1] if name else None
+        self.bar.set_postfix_str(f"ETA {duration(run_eta)}" if run_eta is not None else "",
+                                 refresh=False)
+        self.bar.refresh()
 
     # -- output -----------------------------------------------------------------------------
     def say(self, line: str, echo: bool = True) -> None:
@@ -118,10 +147,12 @@ class RunProgress:
         self.label(name)
         self.epochs[name] = epochs
         self.done[name] = done
+        self._update_bar()
 
     def skip(self, name: str) -> None:
         """Stage ``name`` finished in an earlier session (``--resume``)."""
         self.done[name] = self.epochs.get(name, 0)
+        self._update_bar()
 
     def epoch_done(self, name: str, epoch: int, seconds: float) -> None:
         self.done[name] = epoch
@@ -129,6 +160,7 @@ class RunProgress:
         self._timed += 1
         self._stage[name] = self._stage.get(name, 0.0) + seconds
         self._stage_timed[name] = self._stage_timed.get(name, 0) + 1
+        self._update_bar(name)
 
     def eta(self, name: str) -> tuple[float | None, float | None]:
         """Seconds left in stage ``name`` and in the whole run (None: nothing timed yet; the
@@ -234,8 +266,8 @@ class RunLogger:
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / "log.csv"
         self.hparams = dict(hparams or {})
-        self._tb = self._tensorboard(say) if tensorboard else None
         self._ml = self._mlflow(name, experiment, say) if mlflow else None
+        self._tb = self._tensorboard(say) if tensorboard else None
 
     def _tensorboard(self, say: Callable[..., None] | None) -> Any:
         try:
@@ -261,11 +293,17 @@ class RunLogger:
             warn_once("train.mlflow is true but the mlflow package is not installed: no MLflow "
                       "logs (pip install mlflow, or set train.mlflow: false)", say)
             return None
-        mlflow.set_experiment(experiment or "medistill")
-        mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None)
-        mlflow.set_tags({"medistill.folder": str(self.out_dir)})
-        if self.hparams:
-            mlflow.log_params({k: str(v)[:500] for k, v in self.hparams.items()})
+        try:
+            mlflow.set_experiment(experiment or "medistill")
+            mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None)
+            mlflow.set_tags({"medistill.folder": str(self.out_dir)})
+            if self.hparams:
+                mlflow.log_params({k: str(v)[:500] for k, v in self.hparams.items()})
+        except Exception as e:  # a tracking store that refuses: stop before training
+            from medistill.errors import TrainingError, one_line
+
+            raise TrainingError(f"train.mlflow: MLflow cannot start a run ({one_line(e)}); "
+                                "check MLFLOW_TRACKING_URI or set train.mlflow: false") from None
         return mlflow
 
     def _scalars(self, values: Mapping[str, float], step: int) -> None:
@@ -304,9 +342,11 @@ class RunLogger:
         """The selection score of the best epoch (the hparams record's metric)."""
         self._scalars({"hparam/best_score": score}, epoch)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close the loggers; the MLflow run ends ``FINISHED``, or ``FAILED`` when training
+        stopped early (an error or Ctrl-C)."""
         if self._tb is not None:
             self._tb.close()
         if self._ml is not None:
-            self._ml.end_run()
+            self._ml.end_run(status="FINISHED" if finished else "FAILED")
 

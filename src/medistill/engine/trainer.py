@@ -237,6 +237,7 @@ class Trainer:
         self.monitor = StepMonitor(self.method, self.out_dir, self.cfg.diag_every, state["epoch"],
                                    gradients=self.ddp is None) if main else None
         select = f"val_{self.cfg.select_metric}"
+        finished = False
         try:
             for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
                 epoch_start = time.perf_counter()
@@ -267,10 +268,11 @@ class Trainer:
                         if self.val_set is not None else f"lowest loss {-state['best']:.4g}")
                 tracker.say(f"[{label}] done in {duration(time.perf_counter() - started)}: "
                             f"{best} at epoch {state['best_epoch']}")
+            finished = True
         finally:
             if logger is not None:
                 self.monitor.write()  # also the steps of an epoch cut short (kept for a look)
-                logger.close()
+                logger.close(finished)
         return {"best_epoch": state["best_epoch"], "best_score": state["best"],
                 "select_metric": select, "history": state["history"]}
 

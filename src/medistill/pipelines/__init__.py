@@ -53,7 +53,10 @@ def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
         remove_stale_tmp(out_dir)
     pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
     pipeline.announce()
-    return pipeline.run()
+    try:
+        return pipeline.run()
+    finally:
+        pipeline.tracker.close_bar()
 
 
 def dry_run(recipe: Any, out_dir: str | Path, resume: bool = False) -> Plan:

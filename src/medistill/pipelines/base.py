@@ -108,10 +108,14 @@ class Pipeline:
         self.tracker = RunProgress(self.plan.epochs_of(), echo=is_main())
 
     def announce(self) -> None:
-        """Print the plan (main rank); it also opens ``run.log`` once the folder exists."""
+        """Print the plan (main rank; it goes to ``run.log`` once the folder exists) and open
+        the overall progress bar (unless progress bars are off)."""
         if is_main():
             verb = "resuming" if self.resume else "starting"
             self.tracker.say(f"medistill {verb} {self.plan.banner(str(self.out))}")
+            train = getattr(self.r, "train", None)
+            if self.progress and (train is None or train.progress):
+                self.tracker.open_bar()
 
     def preflight(self) -> None:
         """What :meth:`run` checks before it creates the output folder, without creating it
@@ -194,6 +198,7 @@ class Pipeline:
         """Write ``results.json`` and the report (rank 0)."""
         from medistill.reports import write_report
 
+        self.tracker.close_bar()
         if is_main():
             atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
             write_report(self.out, results)
