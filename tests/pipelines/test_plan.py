@@ -108,7 +108,7 @@ def test_the_demo_trains_its_plan(tmp_path, single_thread):
     run_recipe(recipe, tmp_path / "out", progress=False)
     _check_plan(recipe, tmp_path / "out")
     log = (tmp_path / "out" / "run.log").read_text()
-    assert "[stage 3/5 seed0/x2/kd] epoch 1/1  loss " in log and "(soft " in log
+    assert "[stage 3/5 seed0/x2/kd] epoch 1/1  loss " in log and "(pixel " in log
 
 
 # ----------------------------------------------------------------------------- --dry-run
@@ -145,3 +145,26 @@ def test_dry_run_finds_bad_data_and_an_existing_run(tmp_path):
     res = _cli("demo", "--dry-run", "--out", str(out))
     assert "already has a run; pass --resume" in str(res.exception)
     assert sorted(p.name for p in out.iterdir()) == [".medistill-run", "recipe.json"]
+
+
+@SLOW
+def test_only_the_main_process_prints_and_logs(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run(
+        [sys.executable, "-m", "medistill.cli", "run", "src/medistill/recipes/demo.yaml",
+         "--out", str(tmp_path / "o"), "--nproc", "2", "--no-progress",
+         "--set", f"data.root={demo_data_root()}", "--set", "teacher_factor=4",
+         "--set", "student_factors=[2]", "--set", "runs=[baseline]", "--set", "aux_data=[]",
+         "--set", "train.epochs=1",
+         "--set", "stages.teacher.epochs=1", "--set", "eval.n_resamples=20",
+         "--set", "eval.latency=false"],
+        capture_output=True, text=True, timeout=900, cwd=root)
+    assert res.returncode == 0, res.stderr
+    lines = [x for x in res.stdout.splitlines() if x.startswith("[stage ")]
+    log = [x for x in (tmp_path / "o" / "run.log").read_text().splitlines()
+           if x.startswith("[stage ")]
+    assert lines == log and len(lines) == 2 * 3  # start, one epoch, done; per stage, once
+    assert res.stdout.count("medistill starting resolution_kd") == 1
