@@ -95,11 +95,28 @@ def test_run_log_has_the_banner_and_numbered_epoch_lines_and_resume_skips(tmp_pa
     assert "ETA " in log  # the first epoch estimates the rest of the stage and run
     assert "[stage 2/2 seed0/full] done in " in log
     assert "{" not in log  # no raw dict
-    assert set(log.splitlines()) <= set(printed.splitlines())  # --no-progress: still printed
+    *lines, last = log.splitlines()
+    assert set(lines) <= set(printed.splitlines())  # --no-progress: still printed
+    assert last.startswith("finished in ")  # (the CLI prints where the report is)
     run_recipe(recipe, out, resume=True, progress=False)
     log = (out / "run.log").read_text()
     assert "medistill resuming graph_relation" in log
     assert "[stage 1/2 seed0/teacher] trained already (resume)" in log
+
+
+def test_run_log_says_how_a_run_ended(tmp_path, monkeypatch, single_thread):
+    from medistill.engine.trainer import Trainer
+
+    def interrupt(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(_recipe("graph_relation", tmp_path), out, progress=False)
+    lines = (out / "run.log").read_text().splitlines()
+    assert lines[-2].startswith("[stage 1/2 seed0/teacher] 2 epochs") and lines[-1] == \
+        "interrupted"
 
 
 @SLOW

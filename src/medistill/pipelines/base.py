@@ -20,6 +20,7 @@ settings).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.engine.distributed import barrier, is_main
-from medistill.engine.logging import LOG_FILE, RunProgress, flat_hparams
+from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hparams
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
 from medistill.pipelines.plan import plan_recipe
@@ -110,6 +111,7 @@ class Pipeline:
     def announce(self) -> None:
         """Print the plan (main rank; it goes to ``run.log`` once the folder exists) and open
         the overall progress bar (unless progress bars are off)."""
+        self._started = time.perf_counter()
         if is_main():
             verb = "resuming" if self.resume else "starting"
             self.tracker.say(f"medistill {verb} {self.plan.banner(str(self.out))}")
@@ -202,5 +204,8 @@ class Pipeline:
         if is_main():
             atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
             write_report(self.out, results)
+            took = time.perf_counter() - getattr(self, "_started", time.perf_counter())
+            self.tracker.say(f"finished in {duration(took)}: results.json, report.html and "
+                             f"report.md in {self.out}", echo=False)
         barrier()
         return results
