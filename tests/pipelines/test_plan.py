@@ -102,6 +102,11 @@ def test_run_log_has_the_banner_and_numbered_epoch_lines_and_resume_skips(tmp_pa
     log = (out / "run.log").read_text()
     assert "medistill resuming graph_relation" in log
     assert "[stage 1/2 seed0/teacher] trained already (resume)" in log
+    from medistill.pipelines import RECIPES
+
+    again = RECIPES["graph_relation"][1](recipe, out, resume=True, progress=False)
+    again.announce()  # finished stages count as done before the pipeline reaches them
+    assert again.tracker.done == {"seed0/teacher": 2, "seed0/full": 2}
 
 
 def test_run_log_says_how_a_run_ended(tmp_path, monkeypatch, single_thread):

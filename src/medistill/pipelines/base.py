@@ -112,6 +112,10 @@ class Pipeline:
         """Print the plan (main rank; it goes to ``run.log`` once the folder exists) and open
         the overall progress bar (unless progress bars are off)."""
         self._started = time.perf_counter()
+        if self.resume:  # stages finished earlier count as done (some skip without fit())
+            for stage in self.plan.stages:
+                if (self.out / stage.name / "train_done.json").is_file():
+                    self.tracker.skip(stage.name)
         if is_main():
             verb = "resuming" if self.resume else "starting"
             self.tracker.say(f"medistill {verb} {self.plan.banner(str(self.out))}")
