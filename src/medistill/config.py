@@ -55,8 +55,11 @@ class TrainConfig(StrictModel):
     max_loss_factor: float | None = Field(
         1e4, gt=1, description="stop when a step's loss exceeds this times the first step's "
         "(at least 1); None: never")
-    progress: bool = True
+    progress: bool = Field(True, description="progress bars (the epoch lines always print)")
     tensorboard: bool = True
+    mlflow: bool = Field(False, description="log to MLflow (needs the mlflow package; "
+                         "MLFLOW_TRACKING_URI says where)")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment (medistill)")
 
     @field_validator("device")
     @classmethod

@@ -209,6 +209,6 @@ def test_tensorboard_gets_the_step_scalars(tmp_path):
     events = accumulator(str(tmp_path / "tb"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert [e.step for e in events.Scalars("step/term_l1")] == list(range(1, 9))
-    assert [e.step for e in events.Scalars("step/share_mse")] == [1, 4, 8]
-    assert "train_term/mse" in tags
+    assert [e.step for e in events.Scalars("train/l1")] == list(range(1, 9))
+    assert [e.step for e in events.Scalars("grad/share_mse")] == [1, 4, 8]
+    assert "epoch/mse" in tags

@@ -77,7 +77,8 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path, change,
 def test_resume_may_change_only_keys_that_cannot_change_finished_work(tmp_path):
     out = tmp_path / "o"
     start(out, recipe())
-    allowed = recipe(progress=False, num_workers=4, pin_memory=True, tensorboard=False)
+    allowed = recipe(progress=False, num_workers=4, pin_memory=True, tensorboard=False,
+                     mlflow=True, mlflow_experiment="other", diag_every=7)
     allowed.stages["kd"]["progress"] = False
     start(out, allowed, resume=True)
     assert json.loads((out / "recipe.json").read_text())["train"]["num_workers"] == 4

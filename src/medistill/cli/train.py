@@ -18,6 +18,18 @@ from medistill.output import check_output_dir
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+DRY_RUN_HELP = ("Check the recipe, the output folder and the data, print the plan (stages, "
+                "seeds, epochs) and exit; nothing is written.")
+
+
+def _dry_run(cfg: BaseModel, out: Path, resume: bool) -> None:
+    """``--dry-run``: every check a run makes before it writes, then the plan."""
+    from medistill.pipelines import dry_run
+
+    plan = dry_run(cfg, out, resume=resume)
+    typer.echo(f"dry run: the recipe, --out and the data are fine; nothing was written\n"
+               f"{plan.banner(str(out))}")
+
 
 @contextmanager
 def _resume_hint(command: list[str]) -> Iterator[None]:
@@ -83,6 +95,7 @@ def run(
     nproc: Annotated[int, typer.Option(
         help="Data-parallel processes (DDP: gloo on CPU, nccl on GPU); batch_size is global.",
         min=1)] = 1,
+    dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False,
 ) -> None:
     """Train and evaluate everything a recipe describes, and write its report.
 
@@ -99,6 +112,8 @@ def run(
     if print_config:
         return _print_config(cfg)
     out = check_output_dir(out or Path("runs") / recipe.stem)
+    if dry_run:
+        return _dry_run(cfg, out, resume)
     if nproc > 1 or init_from_env():
         if not getattr(RECIPES[cfg.method][1], "supports_ddp", False):
             raise RecipeError(f"{recipe}: method {cfg.method!r} does not support multi-process "
@@ -144,6 +159,7 @@ def demo(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=_PRINT_CONFIG_HELP)] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False,
 ) -> None:
     """Teacher + baseline and distilled students on the embedded EBHI-Seg subset."""
     from medistill.pipelines import demo_recipe_path, load_recipe, run_recipe
@@ -152,6 +168,8 @@ def demo(
     if print_config:
         return _print_config(cfg)
     check_output_dir(out)
+    if dry_run:
+        return _dry_run(cfg, out, resume)
     with _resume_hint(_resume_command("demo", set_=set_, out=out, progress=progress)):
         results = run_recipe(cfg, out, resume=resume, progress=progress)
     print_runs(results["runs"])

@@ -1,8 +1,9 @@
 """The one trainer every method uses.
 
 Adam or SGD, cosine or step schedule, gradient accumulation, a checkpoint written atomically
-every epoch, exact resume, seeds, progress bars, CSV + TensorBoard logs and best-on-validation
-selection. Methods plug in through :class:`medistill.methods.base.Method`.
+every epoch, exact resume, seeds, progress bars, one readable line per epoch (also in
+``run.log``), CSV + TensorBoard (+ MLflow) logs and best-on-validation selection. Methods plug
+in through :class:`medistill.methods.base.Method`.
 
 Exact resume: all randomness of an epoch is derived from ``(seed, epoch)`` (shuffling) and
 ``(seed, epoch, index)`` (augmentation, see :class:`~medistill.data.PairedViewDataset`), and the
@@ -28,7 +29,14 @@ from medistill.config import TrainConfig
 from medistill.engine import distributed as dist_
 from medistill.engine.checkpoint import load_checkpoint, save_checkpoint, save_model
 from medistill.engine.diagnostics import StepMonitor
-from medistill.engine.logging import RunLogger
+from medistill.engine.logging import (
+    LOG_FILE,
+    RunLogger,
+    RunProgress,
+    duration,
+    epoch_line,
+    flat_hparams,
+)
 from medistill.errors import CheckpointError, TrainingError
 from medistill.methods.base import Method
 
@@ -90,6 +98,12 @@ class Trainer:
     ``steps.csv`` (every loss term per step, gradient shares every ``diag_every`` steps: see
     :mod:`medistill.engine.diagnostics`), ``tb/`` (TensorBoard) and ``train_done.json`` once
     training has finished.
+
+    ``progress``: the run's :class:`~medistill.engine.logging.RunProgress` (stage counter,
+    ETAs, log file), shared by a recipe's stages; by default one of its own that appends to
+    ``<out_dir>/run.log``. The epoch lines are printed (main rank) whatever
+    ``config.progress`` says (that switches the progress bars). ``hparams``: extra flat
+    hyperparameters for TensorBoard / MLflow (the training settings are always logged).
     """
 
     def __init__(
@@ -102,6 +116,8 @@ class Trainer:
         model_meta: dict[str, Any] | None = None,
         num_classes: int | None = None,
         desc: str = "train",
+        progress: RunProgress | None = None,
+        hparams: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.train_set = train_set
@@ -113,6 +129,9 @@ class Trainer:
         self.desc = desc
         self.device = resolve_device(dist_.device_for_rank(config.device))
         self.monitor: StepMonitor | None = None
+        self.progress = progress
+        self.hparams = {"run": desc, **(hparams or {}),
+                        **flat_hparams(config.model_dump(), "train.")}
 
     # -- construction -----------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -204,12 +223,24 @@ class Trainer:
             # self-supervised training) must not stall the gradient reduction
             self.ddp = DistributedDataParallel(self.method, find_unused_parameters=True)
         main = dist_.is_main()
-        logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard) if main else None
+        tracker = self.progress or RunProgress([(self.desc, self.cfg.epochs)],
+                                               self.out_dir / LOG_FILE)
+        label = tracker.label(self.desc) if self.progress else self.desc
+        started = time.perf_counter()
+        logger = None
+        if main:
+            tracker.begin(self.desc, self.cfg.epochs, state["epoch"])
+            tracker.say(f"[{label}] {self._start_line(state['epoch'])}")
+            logger = RunLogger(self.out_dir, tensorboard=self.cfg.tensorboard,
+                               mlflow=self.cfg.mlflow, name=self.desc, hparams=self.hparams,
+                               experiment=self.cfg.mlflow_experiment, say=tracker.say)
         self.monitor = StepMonitor(self.method, self.out_dir, self.cfg.diag_every, state["epoch"],
                                    gradients=self.ddp is None) if main else None
         select = f"val_{self.cfg.select_metric}"
+        finished = False
         try:
             for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
+                epoch_start = time.perf_counter()
                 row = {"epoch": epoch, **self._train_epoch(epoch, opt, sched)}
                 row.update(self.validate())
                 state["history"].append(row)
@@ -225,15 +256,38 @@ class Trainer:
                     self._save(last, opt, sched, state)
                     logger.log_epoch(state["history"])
                 dist_.barrier()  # every rank sees the files of this epoch
-                if self.cfg.progress and main:
-                    shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
-                    tqdm.write(f"[{self.desc}] epoch {epoch}/{self.cfg.epochs} {shown}")
+                if main:
+                    seconds = time.perf_counter() - epoch_start
+                    tracker.epoch_done(self.desc, epoch, seconds)
+                    tracker.say(epoch_line(label, epoch, self.cfg.epochs, row, select,
+                                           state["best"], state["best_epoch"], seconds,
+                                           tracker.eta(self.desc)))
+            if main:
+                logger.log_best(state["best"], state["best_epoch"])
+                best = (f"best val {self.cfg.select_metric} {state['best']:.4g}"
+                        if self.val_set is not None else f"lowest loss {-state['best']:.4g}")
+                tracker.say(f"[{label}] done in {duration(time.perf_counter() - started)}: "
+                            f"{best} at epoch {state['best_epoch']}")
+            finished = True
         finally:
             if logger is not None:
                 self.monitor.write()  # also the steps of an epoch cut short (kept for a look)
-                logger.close()
+                logger.close(finished)
         return {"best_epoch": state["best_epoch"], "best_score": state["best"],
                 "select_metric": select, "history": state["history"]}
+
+    def _start_line(self, done: int) -> str:
+        c = self.cfg
+        try:
+            n = len(self.train_set)  # type: ignore[arg-type]
+            steps = f"{n} training items, batch {c.batch_size} ({math.ceil(n / c.batch_size)} " \
+                    "steps/epoch)"
+        except TypeError:
+            steps = f"batch {c.batch_size}"
+        resumed = f"; resumed after epoch {done}" if done else ""
+        epochs = f"{c.epochs} epoch" + ("s" if c.epochs != 1 else "")
+        return (f"{epochs}, {steps}, {c.optimizer} lr {c.lr:g} {c.schedule}, "
+                f"{self.device.type}{resumed}")
 
     def _train_epoch(self, epoch: int, opt, sched) -> dict[str, float]:
         self.method.train()

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from medistill.config import apply_overrides, build_models_once, read_yaml, validate
-from medistill.errors import RecipeError
+from medistill.errors import RecipeError, one_line
 from medistill.output import remove_stale_tmp
 from medistill.pipelines.graph_relation import GraphRelationPipeline, GraphRelationRecipe
 from medistill.pipelines.mil_fusion import MILFusionPipeline, MILFusionRecipe
 from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLessRecipe
+from medistill.pipelines.plan import Plan
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
 from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
 
@@ -46,12 +47,30 @@ def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
 
     Before the pipeline reads its data, every model the recipe names is built once (a kwarg
     value a model rejects stops here, not when that model's stage starts); a reopened run
-    folder loses the temporary files of writes a killed earlier process left behind."""
+    folder loses the temporary files of writes a killed earlier process left behind. The plan
+    is printed first; ``run.log`` in ``out_dir`` gets every line, and how the run ended."""
     build_models_once(recipe)
     if (Path(out_dir) / "recipe.json").is_file():  # a run folder (never a foreign one)
         remove_stale_tmp(out_dir)
     pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
-    return pipeline.run()
+    pipeline.announce()
+    try:
+        return pipeline.run()
+    except BaseException as e:  # the log says how the run ended (the CLI prints it)
+        pipeline.tracker.say("interrupted" if isinstance(e, KeyboardInterrupt)
+                             else f"error: {one_line(e)}", echo=False)
+        raise
+    finally:
+        pipeline.tracker.close_bar()
+
+
+def dry_run(recipe: Any, out_dir: str | Path, resume: bool = False) -> Plan:
+    """Everything :func:`run_recipe` checks before it writes (models built once, the output
+    folder, the data read and scanned), and the plan; nothing is written."""
+    build_models_once(recipe)
+    pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=False)
+    pipeline.preflight()
+    return pipeline.plan
 
 
 def demo_recipe_path() -> Path:

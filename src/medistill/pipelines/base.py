@@ -8,17 +8,19 @@ file written when the run starts; an existing non-empty folder without it is ref
 
 Resume: the recipe must be the one saved in ``recipe.json``, except for the keys of
 :data:`RESUME_MAY_CHANGE`, which cannot change finished work: which ``runs`` and ``seeds`` to
-run and report (each run trains and is evaluated on its own), and how training is shown and
-fed (``progress``, ``tensorboard``, ``num_workers``, ``pin_memory`` of ``train`` and of every
-stage; data order and augmentation depend only on seeds and epochs). Everything else is refused
-naming the keys -- e.g. more ``train.epochs`` (the finished cosine schedule would train them at
-lr 0) or another ``eval.n_resamples`` (finished runs keep their cached ``eval.json``, so the
-report would mix two settings).
+run and report (each run trains and is evaluated on its own), and how training is shown and fed
+(``progress``, ``tensorboard``, ``mlflow``, ``mlflow_experiment``, ``diag_every``,
+``num_workers``, ``pin_memory`` of ``train`` and of every stage; data order and augmentation
+depend only on seeds and epochs). Everything else is refused naming the keys -- e.g. more
+``train.epochs`` (the finished cosine schedule would train them at lr 0) or another
+``eval.n_resamples`` (finished runs keep their cached ``eval.json``, so the report would mix two
+settings).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ from pydantic import BaseModel
 from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text
 from medistill.engine.distributed import barrier, is_main
+from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hparams
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
+from medistill.pipelines.plan import plan_recipe
 
 
 class StagedRecipe(StrictModel):
@@ -47,7 +51,8 @@ RUN_MARKER = ".medistill-run"
 #: recipe keys a resumed run may change (top-level names, or the last part of a ``train.*`` /
 #: ``stages.<stage>.*`` key)
 RESUME_MAY_CHANGE = {"runs", "seeds"}
-RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory", "diag_every"}
+RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory", "diag_every",
+                           "mlflow", "mlflow_experiment"}
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -99,11 +104,38 @@ class Pipeline:
         self.out = Path(out_dir)
         self.resume = resume
         self.progress = progress
+        #: the stages this recipe trains, and the stage counter / ETAs / ``run.log`` of the run
+        self.plan = plan_recipe(recipe)
+        self.tracker = RunProgress(self.plan.epochs_of(), echo=is_main())
 
-    def start(self) -> None:
+    def announce(self) -> None:
+        """Print the plan (main rank; it goes to ``run.log`` once the folder exists) and open
+        the overall progress bar (unless progress bars are off)."""
+        self._started = time.perf_counter()
+        if self.resume:  # stages finished earlier count as done (some skip without fit())
+            for stage in self.plan.stages:
+                if (self.out / stage.name / "train_done.json").is_file():
+                    self.tracker.skip(stage.name)
+        if is_main():
+            verb = "resuming" if self.resume else "starting"
+            self.tracker.say(f"medistill {verb} {self.plan.banner(str(self.out))}")
+            train = getattr(self.r, "train", None)
+            if self.progress and (train is None or train.progress):
+                self.tracker.open_bar()
+
+    def preflight(self) -> None:
+        """What :meth:`run` checks before it creates the output folder, without creating it
+        (``--dry-run``): the folder (and, resuming, the saved recipe), a teacher checkpoint
+        where the pipeline checks one, and the data (read and scanned)."""
+        self.check_folder()
+        for name in ("_check_teacher_checkpoint", "_load_data"):
+            check = getattr(self, name, None)
+            if check is not None:
+                check()
+
+    def check_folder(self) -> None:
         """Refuse an output folder that is not a medistill run, that already has a run (unless
-        resuming) or whose run had another recipe; then mark the folder and record the recipe.
-        Call after the data has been read, so bad data leaves nothing behind."""
+        resuming) or whose run had another recipe."""
         check_out_dir(self.out, self.resume)
         saved = self.out / "recipe.json"
         if self.resume and saved.is_file():
@@ -117,6 +149,12 @@ class Pipeline:
                 raise RecipeError(
                     f"--resume: the recipe differs from {saved} at {', '.join(changed[:5])}"
                     f"{more}; resume with the same settings or start another --out")
+
+    def start(self) -> None:
+        """:meth:`check_folder`, then mark the folder, record the recipe and open ``run.log``.
+        Call after the data has been read, so bad data leaves nothing behind."""
+        self.check_folder()
+        saved = self.out / "recipe.json"
         barrier()  # every rank has checked before rank 0 writes
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
@@ -124,21 +162,31 @@ class Pipeline:
                 atomic_write_text(self.out / RUN_MARKER, json.dumps(
                     {"format": "medistill-run/1", "method": getattr(self.r, "method", None)}))
             atomic_write_text(saved, self.r.model_dump_json(indent=2))
+            self.tracker.attach(self.out / LOG_FILE)
 
     def fit(self, run: str, method: Any, train_set: Any, val_set: Any, cfg: TrainConfig,
             meta: dict[str, Any], num_classes: int | None) -> Path:
         """Train ``method`` into ``<out>/<run>/`` (unless done already); its ``best.pt``."""
         run_dir = self.out / run
         if (run_dir / "train_done.json").is_file():
+            if is_main():
+                self.tracker.skip(run)
+                self.tracker.say(f"[{self.tracker.label(run)}] trained already (resume)")
             return run_dir / "best.pt"
         cfg = cfg.model_copy(update={"progress": cfg.progress and self.progress})
-        fit = Trainer(method, train_set, val_set, cfg, run_dir, meta, num_classes, run).fit(
-            resume=self.resume)
+        fit = Trainer(method, train_set, val_set, cfg, run_dir, meta, num_classes, run,
+                      progress=self.tracker, hparams=self.hparams()).fit(resume=self.resume)
         if is_main():
             atomic_write_text(run_dir / "train_done.json", json.dumps(
                 {k: v for k, v in fit.items() if k != "history"}, indent=2))
         barrier()
         return run_dir / "best.pt"
+
+    def hparams(self) -> dict[str, Any]:
+        """The recipe's settings other than ``train`` / ``stages`` (the trainer logs the
+        stage's own training settings), flat, for TensorBoard / MLflow."""
+        recipe = json.loads(self.r.model_dump_json())
+        return flat_hparams({k: v for k, v in recipe.items() if k not in ("train", "stages")})
 
     def cached_record(self, run: str, evaluate: Any) -> dict[str, Any]:
         """``evaluate()`` once per run: its record is kept in ``<run>/eval.json`` and reused
@@ -156,8 +204,12 @@ class Pipeline:
         """Write ``results.json`` and the report (rank 0)."""
         from medistill.reports import write_report
 
+        self.tracker.close_bar()
         if is_main():
             atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))
             write_report(self.out, results)
+            took = time.perf_counter() - getattr(self, "_started", time.perf_counter())
+            self.tracker.say(f"finished in {duration(took)}: results.json, report.html and "
+                             f"report.md in {self.out}", echo=False)
         barrier()
         return results
