@@ -194,3 +194,24 @@ def test_without_init_checkpoint_the_section_dumps_as_before():
     assert ModelConfig(name="small_resnet", init_checkpoint="a.pt",
                        init_strict=False).model_dump() == {
         "name": "small_resnet", "kwargs": {}, "init_checkpoint": "a.pt", "init_strict": False}
+
+
+@pytest.mark.slow
+def test_a_pretrained_state_dict_starts_the_teacher_of_a_recipe(tmp_path):
+    """The tiny demo recipe (tests/pipelines) with a torchvision-named teacher file and a
+    learning rate too small to move it: the trained teacher is the file's network."""
+    from medistill.engine import load_model
+    from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+
+    source = trained_like("small_resnet", 4, seed=5)
+    torch.save({"state_dict": torchvision_names(source.state_dict())}, tmp_path / "t.pth")
+    tiny = ["teacher_factor=4", "student_factors=[2]", "train.epochs=1", "train.batch_size=32",
+            "train.tensorboard=false", "train.progress=false", "eval.n_resamples=50",
+            "eval.latency=false", "runs=[baseline]", "stages.teacher.lr=1e-12",
+            f"teacher.init_checkpoint={tmp_path / 't.pth'}"]
+    recipe = load_recipe(demo_recipe_path(), tiny, {"demo_data": str(demo_data_root())})
+    run_recipe(recipe, tmp_path / "run", progress=False)
+    teacher, meta = load_model(tmp_path / "run" / "seed0" / "teacher" / "best.pt")
+    assert meta["model"]["init_checkpoint"] == str(tmp_path / "t.pth")
+    for key, value in source.state_dict().items():
+        assert torch.allclose(teacher.state_dict()[key], value, atol=1e-6), key
