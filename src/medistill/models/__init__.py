@@ -12,6 +12,7 @@ from medistill.models import resnet as _resnet  # noqa: F401  (registers the Res
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
 from medistill.models import resunet as _resunet  # noqa: F401  (instance embeddings)
 from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)
+from medistill.models.adapter import TappedModel
 from medistill.models.base import Classifier
 from medistill.models.registry import MODELS
 from medistill.models.segmenter import Segmenter
@@ -72,6 +73,6 @@ def classification_models() -> list[str]:
     return [n for n in MODELS.names() if n not in other]
 
 
-__all__ = ["MODELS", "Classifier", "Segmenter", "build_model", "classification_models",
-           "create_model", "instance_models", "list_models", "register_model",
-           "segmentation_models"]
+__all__ = ["MODELS", "Classifier", "Segmenter", "TappedModel", "build_model",
+           "classification_models", "create_model", "instance_models", "list_models",
+           "register_model", "segmentation_models"]
