@@ -99,7 +99,13 @@ def test_a_model_file_remembers_its_import_and_loading_imports_it_again(tmp_path
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(again(x)[1], model.eval()(x)[1])
 
-    forget_user_code()
+    forget_user_code()  # a file saved without its imports (e.g. from the Python API)
+    bare = load_checkpoint(path)
+    del bare["imports"]
+    torch.save(bare, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="unknown model 'user_tiny_net'.*under imports:"):
+        load_model(tmp_path / "bare.pt")
+
     (tmp_path / "user_model.py").unlink()  # the user's code is gone: one line, naming both
     with pytest.raises(CheckpointError, match=f"{path}: imports: .*user_model.py: file not "
                                               "found"):

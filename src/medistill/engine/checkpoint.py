@@ -180,7 +180,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
     except MedistillError as e:
-        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+        hint = ("" if spec["name"] in MODELS else " (a model of your own code: install it as a "
+                "medistill.plugins entry point, or train from a recipe that names its module "
+                "under imports:, which the model file then records)")
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}{hint}") from None
     load_state_strict(model, ckpt["state_dict"], str(path))
     bad = next((k for k, v in ckpt["state_dict"].items()
                 if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()),
