@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from medistill.errors import RecipeError
+from medistill.errors import CheckpointError, RecipeError
 
 
 class StrictModel(BaseModel):
@@ -132,16 +140,33 @@ class DataConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     """A registered model and the keyword arguments of its factory (checked against its
-    signature when the recipe is read)."""
+    signature when the recipe is read), optionally started from the weights in
+    ``init_checkpoint`` (a medistill model file or a PyTorch state dict; torchvision / timm
+    ResNet names are mapped onto ours; see :mod:`medistill.models.pretrained`)."""
 
     name: str = "small_resnet"
     kwargs: dict[str, Any] = {}
+    init_checkpoint: str | None = Field(None, description="initial weights (read weights-only)")
+    init_strict: bool = Field(True, description="false: load only the keys that match")
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> dict[str, Any]:
+        """Without initial weights the section dumps as before (``recipe.json`` and the model
+        files of existing recipes are unchanged, and their runs still resume)."""
+        data = handler(self)
+        if self.init_checkpoint is None:
+            data.pop("init_checkpoint", None)
+        if self.init_strict:
+            data.pop("init_strict", None)
+        return data
 
     @field_validator("name")
     @classmethod
     def _registered(cls, v: str) -> str:
         from medistill.models import MODELS
+        from medistill.plugins import load_entry_points
 
+        load_entry_points()
         if v not in MODELS:
             raise ValueError(f"unknown model {v!r}; choose one of: {', '.join(MODELS.names())}")
         return v
@@ -293,12 +318,16 @@ def model_sections(node: BaseModel, prefix: str = "") -> list[tuple[str, ModelCo
 
 
 def build_models_once(recipe: BaseModel) -> None:
-    """Build every model a recipe names once, so a kwarg value the model rejects stops the run
+    """Build every model a recipe names once, so a kwarg value the model rejects, or an
+    ``init_checkpoint`` that cannot be read or whose key names do not fit, stops the run
     before its output folder exists (not when that model's stage starts)."""
     from medistill.models import create_model
+    from medistill.models.pretrained import check_initial_weights
 
     for key, spec in model_sections(recipe):
         try:
-            create_model(spec.name, 2, **spec.kwargs)
-        except RecipeError as e:
+            model = create_model(spec.name, 2, **spec.kwargs)
+            if spec.init_checkpoint:
+                check_initial_weights(model, spec.init_checkpoint, spec.init_strict, spec.name)
+        except (RecipeError, CheckpointError) as e:
             raise RecipeError(f"{key}: {e}") from None

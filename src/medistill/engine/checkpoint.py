@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from medistill.errors import CheckpointError, MedistillError, OutputError
+from medistill.models.registry import MODELS
+from medistill.plugins import import_user_modules, load_entry_points
 
 MODEL_FORMAT = "medistill-model/1"
 
@@ -139,12 +141,22 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
 
 
 def save_model(model: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:
-    """A deployable model file: weights + everything needed to rebuild and feed it."""
+    """A deployable model file: weights + everything needed to rebuild and feed it.
+
+    A model registered by a recipe's ``imports:`` entry records that entry under ``imports``
+    (see :mod:`medistill.plugins`), so that :func:`load_model` can import it again."""
+    spec = meta.get("model")
+    origin = MODELS.origin(spec["name"]) if isinstance(spec, dict) and "name" in spec else None
+    if origin is not None and "imports" not in meta:
+        meta = {**meta, "imports": [origin]}
     return save_checkpoint({"format": MODEL_FORMAT, **meta, "state_dict": model.state_dict()}, path)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, meta)`` (eval mode)."""
+    """Rebuild a model saved by :func:`save_model`; returns ``(model, meta)`` (eval mode).
+
+    The ``medistill.plugins`` entry points and the user modules the file records under
+    ``imports`` are imported first (this runs their code; see :mod:`medistill.plugins`)."""
     from medistill.models import create_model
 
     ckpt = load_checkpoint(path)
@@ -153,6 +165,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{path} is not a medistill model file (format {ckpt.get('format')!r}); "
             "use a run's best.pt or model.pt"
         )
+    load_entry_points()
+    if "imports" in ckpt:
+        try:
+            import_user_modules(ckpt["imports"], Path(path).parent, str(path))
+        except MedistillError as e:
+            raise CheckpointError(str(e)) from None
     spec, classes = ckpt.get("model"), ckpt.get("classes")
     if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
             and isinstance(spec.get("kwargs", {}), dict) and isinstance(classes, list)
@@ -162,7 +180,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model = create_model(spec["name"], num_classes=len(classes), **spec.get("kwargs", {}))
     except MedistillError as e:
-        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+        hint = ("" if spec["name"] in MODELS else " (a model of your own code: install it as a "
+                "medistill.plugins entry point, or train from a recipe that names its module "
+                "under imports:, which the model file then records)")
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}{hint}") from None
     load_state_strict(model, ckpt["state_dict"], str(path))
     bad = next((k for k, v in ckpt["state_dict"].items()
                 if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()),

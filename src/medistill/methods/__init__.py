@@ -1,10 +1,10 @@
 """Training objectives that plug into :class:`medistill.engine.Trainer`."""
 
-from medistill.methods.base import Method, freeze
+from medistill.methods.base import METHODS, Method, freeze, register_method
 from medistill.methods.resolution_kd import ResolutionKD
 from medistill.methods.supervised import Supervised
 
-__all__ = ["Method", "ResolutionKD", "Supervised", "freeze"]
+__all__ = ["METHODS", "Method", "ResolutionKD", "Supervised", "freeze", "register_method"]
 
 # self-supervised joint-embedding distillation (More From Less, Farndale et al., 2023)
 from medistill.methods.joint_embedding import (  # noqa: E402

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from medistill.registry import Registry
+
 #: key prefix, in a training step's output, of one weighted term of the loss
 TERM_PREFIX = "term/"
 
@@ -81,6 +83,22 @@ class Method(nn.Module):
 
         check_state(self.trainable_state(), state, source)
         self.load_state_dict(state, strict=False)
+
+
+#: training objectives by name; add one with :func:`register_method`
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(name: str):
+    """``@register_method("my_kd")`` on a :class:`Method` subclass: listed in :data:`METHODS`
+    (and so covered by the method contract tests, tests/contracts)."""
+
+    def decorator(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"method {name!r}: {cls!r} is not a Method subclass")
+        return METHODS.register(name)(cls)
+
+    return decorator
 
 
 def freeze(module: nn.Module) -> nn.Module:

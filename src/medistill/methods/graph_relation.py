@@ -59,7 +59,7 @@ from medistill.losses import (
     pooled_nodes,
 )
 from medistill.losses.affinity import DEFAULT_OFFSETS
-from medistill.methods.base import Method, freeze, weighted_loss
+from medistill.methods.base import Method, freeze, register_method, weighted_loss
 from medistill.methods.memory_bank import MemoryBank
 from medistill.models.resunet import EmbeddingResUNet
 
@@ -70,6 +70,7 @@ KD_TERMS = INTRA_TERMS + INTER_TERMS
 PRESETS: dict[str, tuple[str, ...]] = {"intra": INTRA_TERMS, "full": KD_TERMS}
 
 
+@register_method("instance_embedding")
 class InstanceEmbedding(Method):
     """Supervised embedding training (affinity labels + foreground); validation = AJI / PQ."""
 
@@ -118,6 +119,7 @@ class InstanceEmbedding(Method):
         return {"aji": float(np.mean(ajis)), "pq": float(np.mean(pqs))}
 
 
+@register_method("graph_relation_kd")
 class GraphRelationKD(InstanceEmbedding):
     """A student embedding network distilled from a frozen teacher with the chosen ``terms``
     (any of ``agd``, ``igd``, ``inter_agd``, ``inter_igd``; presets ``intra``, ``full``).

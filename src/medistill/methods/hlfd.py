@@ -67,7 +67,7 @@ from torch import nn
 from medistill.errors import RecipeError
 from medistill.losses import AttentionTransfer, FocalDiceLoss, PixelKL
 from medistill.losses.attention_transfer import Reduction
-from medistill.methods.base import freeze, weighted_loss
+from medistill.methods.base import freeze, register_method, weighted_loss
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.segmenter import Segmenter
 
@@ -91,6 +91,7 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+@register_method("segmentation_kd")
 class SegmentationKD(SegmentationMethod):
     """A student segmenter distilled from a frozen teacher with the chosen ``terms``.
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from medistill.errors import RecipeError, TrainingError
 from medistill.losses import NTXentLoss, VICRegLoss
-from medistill.methods.base import Method, freeze, weighted_loss
+from medistill.methods.base import Method, freeze, register_method, weighted_loss
 from medistill.models.base import Classifier
 
 Branch = Literal["a", "b"]
@@ -68,6 +68,7 @@ class Expander(nn.Sequential):
         self.in_dim, self.width, self.layers = in_dim, width, layers
 
 
+@register_method("joint_embedding")
 class JointEmbedding(Method):
     """Dense/sparse joint-embedding SSL (Farndale et al., 2023, section 2.1, Fig. 1).
 
@@ -260,6 +261,7 @@ class ProbedClassifier(Classifier):
         return out
 
 
+@register_method("linear_probe")
 class LinearProbe(Method):
     """Linear evaluation of a frozen encoder (Farndale et al., 2023, section 2.2).
 

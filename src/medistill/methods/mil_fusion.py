@@ -42,7 +42,7 @@ import torch
 
 from medistill.errors import RecipeError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
-from medistill.methods.base import freeze, weighted_loss
+from medistill.methods.base import freeze, register_method, weighted_loss
 from medistill.methods.segmentation import SegmentationMethod
 from medistill.models.mil_segmenter import MILSegmenter
 
@@ -77,6 +77,7 @@ class WeakSegMethod(SegmentationMethod):
                            device=device, sigma_at=self.sigma_at)
 
 
+@register_method("mil_training")
 class MILTraining(WeakSegMethod):
     """The MIL teacher (section 3.1): image labels only."""
 
@@ -95,6 +96,7 @@ class MILTraining(WeakSegMethod):
         return self.model
 
 
+@register_method("fusion_kd")
 class FusionKD(WeakSegMethod):
     """One round of fusion KD from a frozen teacher (section 3.2)."""
 

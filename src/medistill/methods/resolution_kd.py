@@ -25,10 +25,11 @@ from torch import nn
 
 from medistill.errors import RecipeError
 from medistill.losses import ResizedFeatureMSE, SoftTargetKL
-from medistill.methods.base import Method, freeze, weighted_loss
+from medistill.methods.base import Method, freeze, register_method, weighted_loss
 from medistill.models.base import Classifier
 
 
+@register_method("resolution_kd")
 class ResolutionKD(Method):
     frozen_prefixes = ("teacher",)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medistill.losses import FocalDiceLoss
-from medistill.methods.base import Method
+from medistill.methods.base import Method, register_method
 from medistill.models.segmenter import Segmenter
 
 
@@ -46,6 +46,7 @@ class SegmentationMethod(Method):
         return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou))}
 
 
+@register_method("seg_supervised")
 class SegSupervised(SegmentationMethod):
     """``0.5 * focal + 0.5 * soft Dice`` on the labels (the teacher; the student without KD)."""
 

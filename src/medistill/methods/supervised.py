@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medistill.methods.base import Method, freeze
+from medistill.methods.base import Method, freeze, register_method
 from medistill.models.base import Classifier
 
 
+@register_method("supervised")
 class Supervised(Method):
     def __init__(self, model: Classifier, view: str = "input", head_only: bool = False) -> None:
         super().__init__()

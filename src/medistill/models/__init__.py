@@ -1,5 +1,9 @@
 """Teacher and student networks with named feature taps, by name from a registry."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from medistill.errors import RecipeError
@@ -8,9 +12,17 @@ from medistill.models import resnet as _resnet  # noqa: F401  (registers the Res
 from medistill.models import resnet_unet as _resnet_unet  # noqa: F401  (segmentation student)
 from medistill.models import resunet as _resunet  # noqa: F401  (instance embeddings)
 from medistill.models import unetpp as _unetpp  # noqa: F401  (segmentation teacher)
+from medistill.models.adapter import TappedModel
 from medistill.models.base import Classifier
 from medistill.models.registry import MODELS
 from medistill.models.segmenter import Segmenter
+from medistill.plugins import load_entry_points
+
+if TYPE_CHECKING:
+    from medistill.config import ModelConfig
+
+#: ``@register_model("my_net")`` on a factory ``(num_classes, **kwargs) -> nn.Module``
+register_model = MODELS.register
 
 
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -28,7 +40,20 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise RecipeError(f"model {name!r} ({given}): {e}") from None
 
 
+def build_model(spec: ModelConfig, num_classes: int) -> nn.Module:
+    """The model a recipe's model section describes: :func:`create_model` with its ``name``
+    and ``kwargs``, then, with ``init_checkpoint``, those initial weights (strict unless
+    ``init_strict: false``; see :mod:`medistill.models.pretrained`)."""
+    model = create_model(spec.name, num_classes, **spec.kwargs)
+    if spec.init_checkpoint:
+        from medistill.models.pretrained import load_initial_weights
+
+        load_initial_weights(model, spec.init_checkpoint, spec.init_strict, spec.name)
+    return model
+
+
 def list_models() -> list[str]:
+    load_entry_points()
     return MODELS.names()
 
 
@@ -48,5 +73,6 @@ def classification_models() -> list[str]:
     return [n for n in MODELS.names() if n not in other]
 
 
-__all__ = ["MODELS", "Classifier", "Segmenter", "classification_models", "create_model",
-           "instance_models", "list_models", "segmentation_models"]
+__all__ = ["MODELS", "Classifier", "Segmenter", "TappedModel", "build_model",
+           "classification_models", "create_model", "instance_models", "list_models",
+           "register_model", "segmentation_models"]

@@ -1,10 +1,18 @@
-"""Recipes: YAML in, trained models, results and a report out."""
+"""Recipes: YAML in, trained models, results and a report out.
+
+A recipe's ``method:`` picks its schema and pipeline in :data:`RECIPES`; a new one is added with
+``@register_recipe("my_method", MyRecipe)`` on its :class:`~medistill.pipelines.base.Pipeline`
+class (from a module the recipe names under ``imports:``, see :mod:`medistill.plugins`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from medistill.config import apply_overrides, build_models_once, read_yaml, validate
 from medistill.errors import RecipeError, one_line
@@ -15,23 +23,55 @@ from medistill.pipelines.more_from_less import MoreFromLessPipeline, MoreFromLes
 from medistill.pipelines.plan import Plan
 from medistill.pipelines.resolution import ResolutionPipeline, ResolutionRecipe
 from medistill.pipelines.segmentation import HLFDRecipe, SegmentationPipeline
+from medistill.plugins import import_user_modules, load_entry_points
 
-#: method name -> (recipe schema, pipeline)
-RECIPES: dict[str, tuple[type, type]] = {
-    "resolution_kd": (ResolutionRecipe, ResolutionPipeline),
-    "more_from_less": (MoreFromLessRecipe, MoreFromLessPipeline),
-    "hlfd": (HLFDRecipe, SegmentationPipeline),
-    "mil_fusion": (MILFusionRecipe, MILFusionPipeline),
-    "graph_relation": (GraphRelationRecipe, GraphRelationPipeline),
-}
+#: method name -> (recipe schema, pipeline); add to it with :func:`register_recipe`
+RECIPES: dict[str, tuple[type, type]] = {}
+
+
+def register_recipe(method: str, schema: type[BaseModel]) -> Callable[[type], type]:
+    """Register a pipeline class for recipes with ``method: <method>``.
+
+    ``schema`` is the recipe's pydantic model (e.g. a :class:`~medistill.pipelines.base.
+    StagedRecipe` subclass with ``method: Literal["<method>"]``); the pipeline is built as
+    ``pipeline(recipe, out_dir, resume=..., progress=...)`` and its ``run()`` returns the
+    results (see :class:`~medistill.pipelines.base.Pipeline`)."""
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise TypeError(f"recipe {method!r}: the schema must be a pydantic model class")
+
+    def decorator(pipeline: type) -> type:
+        if method in RECIPES:
+            raise ValueError(f"recipe {method!r} is registered twice")
+        if not callable(getattr(pipeline, "run", None)):
+            raise TypeError(f"recipe {method!r}: {pipeline!r} has no run() method")
+        RECIPES[method] = (schema, pipeline)
+        return pipeline
+
+    return decorator
+
+
+for _method, _schema, _pipeline in (
+        ("resolution_kd", ResolutionRecipe, ResolutionPipeline),
+        ("more_from_less", MoreFromLessRecipe, MoreFromLessPipeline),
+        ("hlfd", HLFDRecipe, SegmentationPipeline),
+        ("mil_fusion", MILFusionRecipe, MILFusionPipeline),
+        ("graph_relation", GraphRelationRecipe, GraphRelationPipeline)):
+    register_recipe(_method, _schema)(_pipeline)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None,
                 substitutions: dict[str, str] | None = None) -> Any:
-    """Read, override and validate a recipe; errors name the file and key."""
+    """Read, override and validate a recipe; errors name the file and key.
+
+    The ``medistill.plugins`` entry points and the recipe's ``imports:`` (modules or ``.py``
+    paths relative to the recipe, see :mod:`medistill.plugins`) are imported first, so the
+    models, methods and recipes they register validate."""
     raw = apply_overrides(read_yaml(path), overrides or [])
     if substitutions:
         raw = _substitute(raw, substitutions)
+    load_entry_points()
+    if "imports" in raw:
+        import_user_modules(raw.pop("imports"), Path(path).parent, str(path))
     method = raw.get("method")
     if method not in RECIPES:
         raise RecipeError(

@@ -28,7 +28,7 @@ from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
 from medistill.metrics.paired import paired_by_name
-from medistill.models import create_model
+from medistill.models import build_model
 from medistill.models.resunet import EmbeddingResUNet
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate import read_history
@@ -142,7 +142,7 @@ class GraphRelationPipeline(Pipeline):
 
     def _model(self, spec: ModelConfig, seed: int) -> EmbeddingResUNet:
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = create_model(spec.name, len(CLASSES), **spec.kwargs)
+        model = build_model(spec, len(CLASSES))
         if not isinstance(model, EmbeddingResUNet):
             raise RecipeError(f"model {spec.name!r} is not an embedding network "
                               "(use resunet_embedding)")

@@ -34,7 +34,7 @@ from medistill.errors import DataError, RecipeError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
 from medistill.methods import FusionKD, MILTraining
 from medistill.methods.mil_fusion import MILLoss
-from medistill.models import create_model
+from medistill.models import build_model
 from medistill.models.mil_segmenter import MILSegmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate_weak import SigmaAt, evaluate_weak, weak_scores
@@ -146,7 +146,7 @@ class MILFusionPipeline(Pipeline):
     # -- models and training ----------------------------------------------------------------
     def _model(self, seed: int) -> MILSegmenter:
         seed_everything(seed)
-        model = create_model(self.r.model.name, 2, **self.r.model.kwargs)
+        model = build_model(self.r.model, 2)
         if not isinstance(model, MILSegmenter):
             raise RecipeError(f"model.name: {self.r.model.name!r} is not a MIL segmenter "
                               "(use mil_segmenter)")

@@ -36,7 +36,7 @@ from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.metrics.paired import compare_runs, verdict
-from medistill.models import create_model
+from medistill.models import build_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
 from medistill.pipelines.evaluate import run_record
@@ -217,7 +217,7 @@ class ResolutionPipeline(Pipeline):
                 )
             return Path(r.teacher_checkpoint)
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = create_model(r.teacher.name, len(self.classes), **r.teacher.kwargs)
+        model = build_model(r.teacher, len(self.classes))
         view = ResolutionView(r.teacher_factor)
         return self._train(f"seed{seed}/teacher", Supervised(model), {"input": view},
                            self.train_samples, r.stage_train("teacher", seed),
@@ -225,7 +225,7 @@ class ResolutionPipeline(Pipeline):
 
     def _student(self, seed: int) -> Any:
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        return create_model(self.r.student.name, len(self.classes), **self.r.student.kwargs)
+        return build_model(self.r.student, len(self.classes))
 
     def _kd(self, teacher_path: Path, seed: int) -> ResolutionKD:
         teacher, _ = load_model(teacher_path)

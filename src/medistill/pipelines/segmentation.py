@@ -30,7 +30,7 @@ from medistill.errors import DataError, RecipeError
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
 from medistill.metrics.paired import over_seeds, paired_by_name
-from medistill.models import create_model
+from medistill.models import build_model
 from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate import read_history
@@ -133,7 +133,7 @@ class SegmentationPipeline(Pipeline):
 
     def _model(self, spec: ModelConfig, seed: int) -> Segmenter:
         seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = create_model(spec.name, len(self.classes), **spec.kwargs)
+        model = build_model(spec, len(self.classes))
         if not isinstance(model, Segmenter):
             raise RecipeError(f"model {spec.name!r} is not a segmentation model")
         return model
