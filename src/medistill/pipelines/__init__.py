@@ -93,15 +93,18 @@ def run_recipe(recipe: Any, out_dir: str | Path, resume: bool = False,
     if (Path(out_dir) / "recipe.json").is_file():  # a run folder (never a foreign one)
         remove_stale_tmp(out_dir)
     pipeline = RECIPES[recipe.method][1](recipe, out_dir, resume=resume, progress=progress)
+    tracker = getattr(pipeline, "tracker", None)  # a user pipeline need only have run()
+    if tracker is None:
+        return pipeline.run()
     pipeline.announce()
     try:
         return pipeline.run()
     except BaseException as e:  # the log says how the run ended (the CLI prints it)
-        pipeline.tracker.say("interrupted" if isinstance(e, KeyboardInterrupt)
-                             else f"error: {one_line(e)}", echo=False)
+        tracker.say("interrupted" if isinstance(e, KeyboardInterrupt)
+                    else f"error: {one_line(e)}", echo=False)
         raise
     finally:
-        pipeline.tracker.close_bar()
+        tracker.close_bar()
 
 
 def dry_run(recipe: Any, out_dir: str | Path, resume: bool = False) -> Plan:
