@@ -69,6 +69,25 @@ def test_probe_keeps_the_ssl_encoder_frozen(run) -> None:
             assert torch.equal(v, prb[k]), k
 
 
+def test_dense_view_probe_is_the_asymmetric_encoder_on_the_dense_view(run) -> None:
+    """The teacher side (issue #13): the frozen asymmetric encoder probed on the dense view,
+    on the same test images as its sparse probe (so the two can be paired)."""
+    out, results = run
+    recs = MoreFromLessPipeline(tiny(), out, resume=True).probe_dense_views()
+    assert [(r["pair"], r["view"], r["seed"], r["level"]) for r in recs] == [
+        ("asymmetric_dense", "dense", 0, "7px")]
+    encoder, _ = load_model(out / "seed0/7px/vicreg_asymmetric/ssl/best.pt")
+    probed, meta = load_model(out / "seed0/7px/vicreg_asymmetric/probe_main_dense/best.pt")
+    assert meta["view"] == {"kind": "sparse", "k": 16, "size": 16}  # k = input size: dense
+    enc, prb = encoder.state_dict(), probed.state_dict()
+    assert all(torch.equal(v, prb[k]) for k, v in enc.items() if not k.startswith("head."))
+    sparse = next(r for r in results["runs"] if r["pair"] == "asymmetric" and r["task"] ==
+                  "main")
+    assert recs[0]["labels"] == sparse["labels"] and len(recs[0]["predictions"]) == 129
+    again = MoreFromLessPipeline(tiny(), out, resume=True).probe_dense_views()
+    assert again[0]["predictions"] == recs[0]["predictions"]  # cached, not retrained
+
+
 def test_report_has_table_1_and_analysis_figures(run) -> None:
     out, results = run
     titles = [s["title"] for s in results["sections"]]

@@ -236,6 +236,33 @@ class MoreFromLessPipeline(Pipeline):
                                         **fields))
         return records
 
+    def probe_dense_views(self) -> list[dict[str, Any]]:
+        """The teacher side of every trained asymmetric encoder: the same frozen encoder
+        linearly probed on the DENSE view (the image at ``input_size``) of the main task, in
+        ``<run>/probe_main_dense``. With shared weights the dense branch is the teacher of
+        the sparse one, so ``dense - sparse`` on the same test images is the gap there is to
+        distil (issue #13: no gap, nothing to distil). Call after :meth:`run`; runs whose SSL
+        stage is not finished are skipped."""
+        r = self.r
+        if not hasattr(self, "tasks"):
+            self._load_data()
+        dense = r.input_size  # k = input_size: down to input_size and "back" = the dense view
+        records = []
+        for seed in r.seeds:
+            for level in r.levels:
+                for loss in r.losses:
+                    run = f"seed{seed}/{level_name(level)}/{loss}_asymmetric"
+                    path = self.out / run / "ssl" / "best.pt"
+                    if "asymmetric" not in r.pairs or not (path.parent /
+                                                           "train_done.json").is_file():
+                        continue
+                    probe = self._probe(f"{run}/probe_main_dense", path, dense, "main", seed)
+                    records.append(self._record(
+                        f"{run}/probe_main_dense", probe, "main", seed=seed,
+                        level=level_name(level), role=f"{loss} asymmetric, dense view",
+                        loss=loss, pair="asymmetric_dense", view="dense"))
+        return records
+
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         from medistill.pipelines.ssl_analysis import analyse, table_sections
