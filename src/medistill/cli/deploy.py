@@ -11,30 +11,75 @@ from medistill.cli.app import app
 from medistill.output import check_output_dir, check_output_file
 
 
+def checked_device(name: str) -> str:
+    """``name`` resolved (``auto`` -> ``cuda`` when available, else ``cpu``) after
+    :func:`medistill.config.check_device`, before any model or slide is read; a bad or absent
+    device is a usage error naming ``--device``."""
+    from medistill.config import check_device
+    from medistill.engine.trainer import resolve_device
+
+    try:
+        check_device(name)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--device'") from None
+    return str(resolve_device(name))
+
+
+def checkpoint_input_size(meta: dict) -> tuple[int, int] | None:
+    """The input size a model file's network sees (its ``image_size`` through its view),
+    ``None`` when it was trained on images of any size."""
+    from medistill.pipelines.evaluate import model_input_size
+
+    image_size = meta.get("image_size")
+    if not image_size:
+        return None
+    hw = (int(image_size), int(image_size)) if isinstance(image_size, int | float) \
+        else (int(image_size[0]), int(image_size[1]))
+    if not isinstance(meta.get("view"), dict):  # a segmentation model sees image_size itself
+        return hw
+    h, w = model_input_size(meta, hw)
+    return int(h), int(w)
+
+
 @app.command()
 def profile(
     model: Annotated[str, typer.Option(help="Registered model name.")] = "small_resnet",
-    size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
+    size: Annotated[int | None, typer.Option(
+        min=1, help="Square input size in pixels (default: the model file's input size with "
+                    "--checkpoint, else 224).")] = None,
     num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
     checkpoint: Annotated[Path | None, typer.Option(help="Profile a model file.")] = None,
-    repeats: Annotated[int, typer.Option(help="Latency repeats.")] = 20,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for latency.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed latency blocks.")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes first.")] = 3,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="Intra-op CPU threads, pinned while timing (default 1).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
 ) -> None:
-    """GFLOPs, parameters and CPU latency of a model at an input size."""
+    """GFLOPs, parameters and latency (median and interquartile range) of a model."""
     from medistill.metrics import profile_model
 
+    dev = checked_device(device)
     if checkpoint:
         from medistill.engine import load_model
 
-        net, _ = load_model(checkpoint)
+        net, meta = load_model(checkpoint)
+        hw = (size, size) if size else checkpoint_input_size(meta)
+        if hw is None:
+            hw = (224, 224)
+            typer.echo(f"{checkpoint} records no image_size: profiling at 224 px (--size)",
+                       err=True)
     else:
         from medistill.models import create_model
 
         net = create_model(model, num_classes)
-    p = profile_model(net, (3, size, size), repeats=repeats, threads=threads)
-    typer.echo(f"model: {checkpoint or model}  input: 3x{size}x{size}")
-    typer.echo(f"params: {p['params']:,}  GFLOPs: {p['gflops']:.4f}  "
-               f"latency: {p['latency_ms']:.2f} ms/image (CPU, batch 1)")
+        hw = (size or 224, size or 224)
+    net = net.to(dev)
+    p = profile_model(net, (3, *hw), repeats=repeats, warmup=warmup, threads=threads)
+    typer.echo(f"model: {checkpoint or model}  input: 3x{hw[0]}x{hw[1]}  device: {dev}")
+    typer.echo(f"params: {p['params']:,}  GFLOPs: {p['gflops']:.4f}  latency: "
+               f"{p['latency_ms']:.3g} ms/image median (IQR {p['latency_q25_ms']:.3g}-"
+               f"{p['latency_q75_ms']:.3g}; batch 1, {p['latency_threads']} thread(s), "
+               f"{repeats} blocks after {warmup} warm-up passes)")
 
 
 @app.command()
