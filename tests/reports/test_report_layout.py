@@ -31,6 +31,27 @@ def results_with_quartiles() -> dict:
     return results
 
 
+def _ci(v: float) -> dict[str, float]:
+    return {"value": v, "low": v - 0.031, "high": v + 0.029}
+
+
+def task_results(task: str) -> dict:
+    """A report of 8 runs with every column of ``task``'s model table filled."""
+    if task == "classification":
+        return results_with_quartiles()
+    keys = ("dice", "rvd", "voe", "hd95") if task == "segmentation" else (
+        "aji", "pq", "dq", "sq", "voi_split", "voi_merge", "voi_split_bg", "voi_merge_bg",
+        "arand")
+    runs = [{"name": f"seed{s}/{role}_resnet18_unet_small", "role": role, "seed": s,
+             "model": "resnet18_unet_small", "split": "test", "n": 129,
+             "metrics": {k: _ci(0.512 + 0.01 * i) for i, k in enumerate(keys)},
+             "per_class": {c: {"dice": _ci(0.7), "rvd": _ci(0.1)} for c in ("gland", "bg")},
+             "efficiency": {"gflops": 12.3, "params": 14_321_987, "latency_ms": 123.4,
+                            "latency_q25_ms": 119.9, "latency_q75_ms": 131.2}}
+            for s in range(2) for role in ("teacher", "no_kd", "logit_kd", "hlfd")]
+    return {"title": f"{task} report", "task": task, "runs": runs}
+
+
 def _css_rules(css: str) -> dict[str, str]:
     return {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", css)}
 
@@ -65,14 +86,17 @@ def test_cell_and_latency_formatting() -> None:
 
 
 @pytest.mark.slow
-def test_report_in_a_headless_browser_at_1400_px(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["classification", "segmentation", "instance"])
+def test_report_in_a_headless_browser_at_1400_px(tmp_path: Path, task: str) -> None:
     """The real report (real figures) in headless Chromium at 1400 x 1000: the page, every
     table container and every cell fit (no content behind a scrollbar or overflowing), every
-    image lies inside the window; a screenshot is written next to the report."""
+    image lies inside the window; a screenshot is written next to the report. Slow-marked
+    (the default test run has no browser on a fresh machine; the structural test above
+    always runs)."""
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
     if browser is None:
         pytest.skip("no headless Chromium (apt-get install chromium-headless-shell)")
-    html = write_report(tmp_path, results_with_quartiles())["html"]
+    html = write_report(tmp_path, task_results(task))["html"]
     probe = tmp_path / "probe.html"
     probe.write_text(html.read_text().replace("</body>", PROBE.read_text() + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"]
@@ -82,7 +106,7 @@ def test_report_in_a_headless_browser_at_1400_px(tmp_path: Path) -> None:
     assert found, dom[-2000:]
     result = json.loads(found.group(1).replace("&gt;", ">").replace("&lt;", "<")
                         .replace("&amp;", "&"))
-    assert result["viewport"] == 1400 and result["tables"] >= 2
+    assert result["viewport"] == 1400 and result["tables"] >= 1
     assert result["problems"] == []
     shot = tmp_path / "report_1400.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", html.as_uri()],

@@ -153,12 +153,14 @@ def predict(
 
 @app.command("predict-wsi")
 def predict_wsi_command(
-    slide: Annotated[Path, typer.Argument(help="A whole-slide image OpenSlide reads (.svs, ...).")],
+    slides: Annotated[list[Path], typer.Argument(
+        help="Whole-slide images OpenSlide reads (.svs, ...); several: one subfolder each.")],
     model: Annotated[Path, typer.Option(
         help="A model file (a run's best.pt) or an exported model (.onnx / TorchScript .pt).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     mpp: Annotated[float | None, typer.Option(
-        help="Process at this many microns per pixel (the resolution the model expects).")] = None,
+        help="Process at this many microns per pixel (default: the mpp recorded in the model "
+             "file, else the slide's base mpp x the model's view factor).")] = None,
     magnification: Annotated[float | None, typer.Option(
         help="Or at this objective magnification (e.g. 5 for 5x).")] = None,
     tile_px: Annotated[int | None, typer.Option(
@@ -166,24 +168,41 @@ def predict_wsi_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = 64,
     tissue_threshold: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Keep tiles with at least this tissue fraction.")] = 0.5,
+    readers: Annotated[int | None, typer.Option(
+        min=1, help="Tile-reading threads (default: up to 4, one per CPU core).")] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N, mps or auto (PyTorch model files).")] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Classify every tissue tile of a whole slide; write heatmap, overlay, tiles.csv, summary."""
-    from medistill.deploy import predict_wsi
+    """Classify every tissue tile of whole slides; write heatmap, overlay, tiles.csv,
+    tiles.geojson (QuPath) and summary.json per slide."""
+    from medistill.deploy.wsi import DEFAULT_READERS, predict_slides, predict_wsi, slide_folders
     from medistill.errors import DataError
 
+    dev = checked_device(device)
     if mpp is not None and magnification is not None:
         raise DataError("give --mpp or --magnification, not both")
-    check_output_dir(out)
-    s = predict_wsi(slide, model, out, mpp=mpp, magnification=magnification, tile_px=tile_px,
-                    batch_size=batch_size, tissue_threshold=tissue_threshold, progress=progress)
-    where = f"{s['mpp']:.4g} mpp" if s["mpp"] else f"downsample {s['downsample']:.4g}"
-    typer.echo(f"resolution: {where} (level {s['level']}, Lanczos x{s['resample_factor']:.4g}); "
-               f"{s['resolution_rule']}")
-    rate = s["tiles_per_second"] or 0.0
-    typer.echo(f"tiles: {s['n_tiles_tissue']} tissue of {s['n_tiles_total']} "
-               f"({s['tile_px']} px); {s['seconds']:.1f} s, {rate:.1f} tiles/s")
-    typer.echo("classes: " + ", ".join(f"{c} {n}" for c, n in s["class_counts"].items()))
-    for path in s["files"].values():
-        typer.echo(f"wrote: {path}")
-
+    kwargs = {"mpp": mpp, "magnification": magnification, "batch_size": batch_size,
+              "tissue_threshold": tissue_threshold, "progress": progress,
+              "readers": readers or DEFAULT_READERS}
+    if len(slides) == 1:
+        check_output_dir(out)
+        summaries = [predict_wsi(slides[0], model, out, tile_px=tile_px, device=dev, **kwargs)]
+    else:
+        for folder in slide_folders(slides, out):
+            check_output_dir(folder)
+        summaries = predict_slides(slides, model, out, tile_px=tile_px, device=dev, **kwargs)
+    for s in summaries:
+        if len(summaries) > 1:
+            typer.echo(f"slide: {s['slide']}")
+        where = f"{s['mpp']:.4g} mpp" if s["mpp"] else f"downsample {s['downsample']:.4g}"
+        typer.echo(f"resolution: {where} (level {s['level']}, Lanczos "
+                   f"x{s['resample_factor']:.4g}); {s['resolution_rule']}")
+        rate = s["tiles_per_second"] or 0.0
+        typer.echo(f"tiles: {s['n_tiles_tissue']} tissue of {s['n_tiles_total']} "
+                   f"({s['tile_px']} px); {s['seconds']:.1f} s, {rate:.1f} tiles/s")
+        typer.echo("classes: " + ", ".join(f"{c} {n}" for c, n in s["class_counts"].items()))
+        for path in s["files"].values():
+            typer.echo(f"wrote: {path}")
+    if len(summaries) > 1:
+        typer.echo(f"wrote: {out / 'slides.csv'}")
