@@ -450,3 +450,22 @@ def test_cli_several_slides_and_device(slide_path, model_file, tmp_path, monkeyp
     assert failed.value.code == 2
     assert "--device" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_thumbnail_is_a_pyramid_level_read_as_is(pyramid, slide_path):
+    from medistill.deploy.wsi_slide import read_thumbnail
+
+    slide = wsi_module.open_slide(pyramid)
+    try:
+        level1 = np.asarray(slide.read_region((0, 0), 1, slide.level_dimensions[1]))[..., :3]
+        thumb = read_thumbnail(slide, 128.0)  # 32 px per tile at level 1 (552 x 740)
+        np.testing.assert_array_equal(thumb, level1)
+        # level 1 has 3 px per tile, level 0 is far larger than needed: get_thumbnail
+        assert read_thumbnail(slide, 12.0).shape == (1024, 764, 3)
+    finally:
+        slide.close()
+    single = wsi_module.open_slide(slide_path)  # one level of 2220 x 2967: shrunk to 1024
+    try:
+        assert max(read_thumbnail(single, 64.0).shape) == 1024
+    finally:
+        single.close()

@@ -33,7 +33,11 @@ Tiles
     degraded size, upsampled bilinearly to the model input as in training).
 
 Tissue
-    Otsu's threshold on the HSV saturation of a thumbnail (lightly smoothed; never below
+    The thumbnail has >= ``THUMB_PX_PER_TILE`` pixels per tile side and a long side of at
+    least ``THUMB_MIN_SIDE``: a whole pyramid level read as is when one is close to that size
+    (no resampling: reading a finer level and shrinking it cost ~1 s per large slide), else
+    OpenSlide's ``get_thumbnail`` (see :func:`medistill.deploy.wsi_slide.read_thumbnail`).
+    Otsu's threshold on the HSV saturation of the thumbnail (lightly smoothed; never below
     ``MIN_SATURATION``, so an empty slide gives no tissue); a tile is kept when the fraction of
     tissue pixels under it is ``>= tissue_threshold``. Background glass is white-grey (low
     saturation), stained tissue is not. (On a slide covered wall to wall by tissue Otsu splits
@@ -50,7 +54,6 @@ Outputs (each written atomically: temp file + ``os.replace``; ``summary.json`` l
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -74,10 +77,14 @@ from medistill.deploy.wsi_slide import (  # noqa: F401  (re-exported: the public
     LEVEL_TOLERANCE,
     MAX_TILES_PER_READ,
     MIN_SATURATION,
+    THUMB_MAX_SIDE,
+    THUMB_MIN_SIDE,
+    THUMB_PX_PER_TILE,
     _batches,
     _read_tiles,
     choose_level,
     open_slide,
+    read_thumbnail,
     requested_downsample,
     slide_resolution,
     tile_fractions,
@@ -86,10 +93,6 @@ from medistill.deploy.wsi_slide import (  # noqa: F401  (re-exported: the public
 from medistill.engine.checkpoint import atomic_write_bytes, atomic_write_text, load_model
 from medistill.errors import CheckpointError, DataError, MedistillError
 
-#: the tissue thumbnail has at least this many pixels per tile side (up to THUMB_MAX_SIDE)
-THUMB_PX_PER_TILE = 4
-THUMB_MIN_SIDE = 1024
-THUMB_MAX_SIDE = 4096
 OUTPUT_FILES = ("tiles.csv", "tiles.geojson", "heatmap.png", "overlay.png", "summary.json")
 #: default number of tile-reading threads
 DEFAULT_READERS = min(4, os.cpu_count() or 1)
@@ -296,11 +299,7 @@ def predict_wsi(
                 f"downsample {used:.4g}"
             )
 
-        # tissue mask on a thumbnail with >= THUMB_PX_PER_TILE px per tile side
-        long_side = max(width0, height0)
-        side = min(max(THUMB_MIN_SIDE, math.ceil(long_side * THUMB_PX_PER_TILE / tile0)),
-                   THUMB_MAX_SIDE, long_side)
-        thumbnail = np.asarray(slide.get_thumbnail((side, side)).convert("RGB"))
+        thumbnail = read_thumbnail(slide, tile0)  # >= THUMB_PX_PER_TILE px per tile side
         fractions = tile_fractions(tissue_mask(thumbnail), (width0, height0), tile0, grid)
         keep = fractions >= tissue_threshold
         index = np.argwhere(keep)  # row-major, the order tiles are read in

@@ -22,6 +22,12 @@ LEVEL_TOLERANCE = 0.02
 MAX_TILES_PER_READ = 32
 #: Otsu's saturation threshold is never below this (an empty slide gives no tissue)
 MIN_SATURATION = 0.05
+#: the tissue thumbnail has at least this many pixels per tile side (up to THUMB_MAX_SIDE)
+THUMB_PX_PER_TILE = 4
+THUMB_MIN_SIDE = 1024
+THUMB_MAX_SIDE = 4096
+#: a pyramid level this large (long side) or larger serves as the thumbnail as it is
+THUMB_LEVEL_MIN_SIDE = 512
 
 
 # --------------------------------------------------------------------------- opening a slide
@@ -178,6 +184,27 @@ def tile_fractions(
     y0, y1, x0, x1 = y0[:, None], y1[:, None], x0[None, :], x1[None, :]
     inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
     return inside / ((y1 - y0) * (x1 - x0))
+
+
+def read_thumbnail(slide: Any, tile0: float) -> np.ndarray:
+    """RGB ``uint8`` thumbnail of the whole slide with >= ``THUMB_PX_PER_TILE`` pixels per tile
+    of ``tile0`` level-0 pixels, ``side`` = that many (at least ``THUMB_MIN_SIDE``, at most
+    ``THUMB_MAX_SIDE``) on its long side: the coarsest pyramid level that has enough pixels
+    per tile and a long side of ``THUMB_LEVEL_MIN_SIDE`` to ``2 x side``, read as is
+    (composited on the slide's background colour); without one, ``slide.get_thumbnail``."""
+    from PIL import Image
+
+    long_side = max(int(v) for v in slide.dimensions)
+    side = min(max(THUMB_MIN_SIDE, math.ceil(long_side * THUMB_PX_PER_TILE / tile0)),
+               THUMB_MAX_SIDE, long_side)
+    for level in reversed(range(int(slide.level_count))):
+        w, h = (int(v) for v in slide.level_dimensions[level])
+        enough = tile0 / float(slide.level_downsamples[level]) >= THUMB_PX_PER_TILE
+        if enough and THUMB_LEVEL_MIN_SIDE <= max(w, h) <= 2 * side:
+            region = slide.read_region((0, 0), level, (w, h))
+            canvas = Image.new("RGBA", region.size, (*_background(slide), 255))
+            return np.asarray(Image.alpha_composite(canvas, region).convert("RGB"))
+    return np.asarray(slide.get_thumbnail((side, side)).convert("RGB"))
 
 
 # --------------------------------------------------------------------------- reading tiles

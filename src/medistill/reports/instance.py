@@ -158,7 +158,7 @@ def write_instance_overlays(out_dir: Path, models: Mapping[str, Path], items: Se
         rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
     path = Path(out_dir) / "figures" / "instance_overlays.png"
     atomic_write_bytes(path, lambda f: f.write(instance_figure(rows)))
-    caption = ("Test images (rows): ground truth and each model's instances (first seed), one "
-               "colour per instance; the panel titles give the instance counts.")
+    caption = ("Test images (rows): ground truth and each model's instances (first seed), each "
+               "outlined in its own colour; the panel titles give the instance counts.")
     return [{"key": "instance_overlays", "path": "figures/instance_overlays.png",
              "caption": caption}]
