@@ -7,10 +7,12 @@ reading, Lanczos resampling, inference, outputs), tiles/s, and the ratio of the 
     python benchmarks/wsi_timing.py --model runs/demo/student/best.pt --mpp 0.5 2.0
     python benchmarks/wsi_timing.py            # an untrained tiny small_resnet, 32 px tiles
     # teacher vs student, each at its own resolution, on a 3 x 3 mosaic of the slide written as
-    # a 3-level pyramid (levels 1, 4, 16):
+    # a 3-level pyramid (levels 1, 4, 16), 3 timed repeats each (medians):
     python benchmarks/wsi_timing.py --mosaic 3 \
         --run benchmarks/out/resolution_kd/seed0/teacher/best.pt@1.0 \
         --run benchmarks/out/resolution_kd/seed0/x8/kd_aux/best.pt@8.0
+    # the same architectures and tile sizes, untrained (no trained models needed):
+    python benchmarks/wsi_timing.py --mosaic 5 --threads 1 --synthetic-pair
 
 Without ``--model`` an untrained ``small_resnet`` (widths 16/32/64/128, 32 px input) is
 written to a temporary folder: the timing then measures the pipeline, not a real model.
@@ -20,6 +22,9 @@ Each resolution runs once after one untimed warm-up run at the coarsest one (imp
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +34,8 @@ import torch
 from medistill.deploy import predict_wsi
 
 ROOT = Path(__file__).resolve().parents[1]
-SLIDE = ROOT.parent / "shared" / "data" / "cmu1_small_region_wsi" / "CMU-1-Small-Region.svs"
+SHARED_DATA = Path(os.environ.get("MEDISTILL_SHARED_DATA") or ROOT.parent / "shared" / "data")
+SLIDE = SHARED_DATA / "cmu1_small_region_wsi" / "CMU-1-Small-Region.svs"
 
 
 def tiny_model(folder: Path) -> Path:
@@ -78,34 +84,78 @@ def mosaic_slide(slide: Path, n: int, path: Path) -> Path:
     return path
 
 
+def synthetic_pair(folder: Path, classes: int = 6) -> list[str]:
+    """Untrained ``small_resnet`` teacher (112 px tiles at 1.0 mpp) and student (14 px at 8.0
+    mpp): the architectures and tile sizes of the resolution benchmark's teacher and 1/8x
+    student (issue #7), with each model's mpp recorded in its file as training now does
+    (``data.source_mpp`` 0.5 x view factor 2 / 16). Timing depends on the architecture and the
+    tile size, not on the weights; the predicted classes are meaningless."""
+    from medistill.engine import save_model
+    from medistill.models import create_model
+
+    specs = []
+    for name, factor in (("teacher", 2), ("student_x8", 16)):
+        torch.manual_seed(0)
+        meta = {
+            "model": {"name": "small_resnet", "kwargs": {}},
+            "classes": [f"class_{i}" for i in range(classes)],
+            "view": {"factor": factor, "upsample": False},
+            "normalization": {"mean": [0.7, 0.55, 0.7], "std": [0.15, 0.2, 0.15]},
+            "image_size": 224,
+            "mpp": 0.5 * factor,
+        }
+        path = save_model(create_model("small_resnet", classes), meta, folder / f"{name}.pt")
+        specs.append(f"{path}@{0.5 * factor:g}")
+    return specs
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def time_runs(args: argparse.Namespace) -> None:
-    """Each MODEL@MPP once after a warm-up: end-to-end wall time (thumbnail, tissue mask,
-    reading, model, output PNGs/CSV) and tile-loop time (reading, resampling, model), with the
-    speed-up of each run over the first."""
+    """Each MODEL@MPP ``--repeats`` times after a warm-up: medians of the end-to-end wall time
+    (open, thumbnail, tissue mask, reading, model, outputs) and of each stage, with the
+    ratio of each run's median over the first's."""
     runs = []
     for spec in args.run:
         model, mpp, *tile = spec.split("@")
         runs.append((Path(model), float(mpp), int(tile[0]) if tile else None))
+    extra = {}
+    if "readers" in inspect.signature(predict_wsi).parameters:  # older versions have none
+        extra["readers"] = args.readers
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         model, mpp, tile = runs[-1]
         predict_wsi(args.slide, model, out / "warmup", mpp=mpp, progress=False,
-                    batch_size=args.batch_size, tile_px=tile)
+                    batch_size=args.batch_size, tile_px=tile, **extra)
         print(f"slide: {args.slide.name}  torch threads: {torch.get_num_threads()}  "
-              f"batch: {args.batch_size}")
-        print(f"{'model':<40} {'mpp':>5} {'level':>5} {'tile px':>7} {'tiles':>6} "
-              f"{'total s':>8} {'speed-up':>8} {'tile loop s':>11} {'tiles/s':>8} {'speed-up':>8}")
+              f"batch: {args.batch_size}  readers: {extra.get('readers', '1 (fixed)')}  "
+              f"repeats: {args.repeats} (medians)")
+        print(f"{'model':<28} {'mpp':>5} {'level':>5} {'tile px':>7} {'tiles':>6} "
+              f"{'total s':>8} {'ratio':>6} {'tissue s':>8} {'loop s':>8} {'ratio':>6} "
+              f"{'outputs s':>9}")
         first = loop_first = None
         for i, (model, mpp, tile) in enumerate(runs):
-            start = time.perf_counter()
-            s = predict_wsi(args.slide, model, out / f"run{i}", mpp=mpp, progress=False,
-                            batch_size=args.batch_size, tile_px=tile)
-            sec = time.perf_counter() - start
-            loop = s["tile_loop_seconds"]
+            totals, loops, pre, post = [], [], [], []
+            for k in range(args.repeats):
+                start = time.perf_counter()
+                s = predict_wsi(args.slide, model, out / f"run{i}_{k}", mpp=mpp,
+                                progress=False, batch_size=args.batch_size, tile_px=tile,
+                                **extra)
+                totals.append(time.perf_counter() - start)
+                loops.append(s["tile_loop_seconds"])
+                stages = s.get("stage_seconds")
+                if stages:
+                    pre.append(stages["open_and_tissue"])
+                    post.append(stages["outputs"])
+            sec, loop = _median(totals), _median(loops)
             first, loop_first = first or sec, loop_first or loop
-            print(f"{str(model)[-40:]:<40} {s['mpp']:>5.3g} {s['level']:>5} {s['tile_px']:>7} "
-                  f"{s['n_tiles_tissue']:>6} {sec:>8.2f} {first / sec:>7.1f}x {loop:>11.2f} "
-                  f"{s['n_tiles_tissue'] / loop:>8.1f} {loop_first / loop:>7.1f}x")
+            print(f"{str(model)[-28:]:<28} {s['mpp']:>5.3g} {s['level']:>5} {s['tile_px']:>7} "
+                  f"{s['n_tiles_tissue']:>6} {sec:>8.2f} {first / sec:>5.1f}x "
+                  f"{_median(pre):>8.2f} {loop:>8.2f} {loop_first / loop:>5.1f}x "
+                  f"{_median(post):>9.2f}")
+            print(f"    end-to-end s per repeat: {', '.join(f'{t:.2f}' for t in totals)}")
 
 
 def main() -> None:
@@ -123,12 +173,22 @@ def main() -> None:
                    help="a model at its own resolution (repeat; replaces --model/--mpp)")
     p.add_argument("--mosaic", type=int, default=0,
                    help="tile the slide N x N into a synthetic 3-level pyramid (larger slide)")
+    p.add_argument("--synthetic-pair", action="store_true",
+                   help="time an untrained teacher (112 px, 1 mpp) and 1/8x student (14 px, "
+                        "8 mpp) of the resolution benchmark's architecture (see synthetic_pair)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per model (medians)")
+    p.add_argument("--readers", type=int, default=2, help="tile-reading threads")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mosaic:
         args.slide = mosaic_slide(args.slide, args.mosaic,
                                   ROOT / "benchmarks" / "out" / f"mosaic{args.mosaic}.svs")
+    if args.synthetic_pair:
+        with tempfile.TemporaryDirectory() as models:
+            args.run = synthetic_pair(Path(models))
+            time_runs(args)
+        return
     if args.run:
         time_runs(args)
         return

@@ -1,9 +1,12 @@
-"""Whole-slide inference on a real (small) Aperio slide: outputs, geometry, resolution, errors."""
+"""Whole-slide inference on a real (small) Aperio slide: outputs (CSV, QuPath GeoJSON, PNGs with
+legends), geometry, resolution (incl. the model file's mpp), several slides, readers, errors."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,9 +20,12 @@ from medistill.deploy import wsi as wsi_module
 from medistill.deploy.wsi import (
     choose_level,
     model_tile_geometry,
+    predict_slides,
     requested_downsample,
+    slide_folders,
     tile_fractions,
 )
+from medistill.deploy.wsi_outputs import class_colors, heatmap_png, overlay_png, tiles_geojson
 from medistill.engine import save_model
 from medistill.errors import CheckpointError, DataError
 from medistill.models import create_model
@@ -134,7 +140,8 @@ def read_rows(out: Path) -> list[dict[str, str]]:
 def test_outputs_and_tile_table(runs):
     out = runs[1.0]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["heatmap.png", "overlay.png", "summary.json", "tiles.csv"]  # no temp files
+    assert names == ["heatmap.png", "overlay.png", "summary.json", "tiles.csv",
+                     "tiles.geojson"]  # no temp files
     s = json.loads((out / "summary.json").read_text())
     assert s["mpp"] == pytest.approx(1.0) and s["level"] == 0
     assert s["resample_factor"] == pytest.approx(1.0 / SLIDE_MPP)
@@ -277,3 +284,188 @@ def test_cli_predict_wsi(slide_path, model_file, tmp_path, monkeypatch, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: slide not found:") and "nope.svs" in err
     assert len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- outputs and options
+def png_array(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def colour_count(image: np.ndarray, colour: np.ndarray) -> int:
+    return int((image == colour).all(-1).sum())
+
+
+# --------------------------------------------------------------------------- no slide needed
+def test_geojson_is_a_qupath_feature_collection_of_classified_tiles() -> None:
+    index = np.array([[0, 1], [2, 3]])
+    probs = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], dtype=np.float32)
+    colors = class_colors(3)
+    doc = json.loads(tiles_geojson(index, 64.5, np.array([0.9, 0.75]), probs, CLASSES, colors))
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 2
+    first = doc["features"][0]
+    assert first["type"] == "Feature" and first["geometry"]["type"] == "Polygon"
+    ring = first["geometry"]["coordinates"][0]
+    assert ring == [[64.5, 0], [129, 0], [129, 64.5], [64.5, 64.5], [64.5, 0]]  # closed, level 0
+    props = first["properties"]
+    assert props["objectType"] == "detection"
+    assert props["classification"] == {"name": "stroma", "color": colors[1].tolist()}
+    m = props["measurements"]
+    assert m["probability"] == pytest.approx(0.7) and m["P(tumour)"] == pytest.approx(0.2)
+    assert (m["row"], m["col"], m["tissue_fraction"]) == (0, 1, 0.9)
+    second = doc["features"][1]
+    assert second["properties"]["classification"]["name"] == "tumour"
+    assert second["geometry"]["coordinates"][0][2] == [258, 193.5]
+
+
+def test_pngs_are_drawn_without_a_matplotlib_figure(monkeypatch) -> None:
+    import matplotlib.figure
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a matplotlib figure was created")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "__init__", refuse)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(12, 20)).astype(np.float32)
+    probs[:4, :5] = np.nan  # background
+    colors = class_colors(3)
+    heat = png_array(heatmap_png(probs, CLASSES, colors, "slide: 200 tiles"))
+    assert heat.shape[1] > 4 * heat.shape[0] // 2  # 1 class map + 3 probability panels side by side
+    argmax = np.nan_to_num(probs, nan=-1).argmax(-1)[np.isfinite(probs[..., 0])]
+    counts = np.array([colour_count(heat, c) for c in colors], dtype=float)
+    shares = np.bincount(argmax, minlength=3) / argmax.size
+    # the class map's area per colour follows the tiles (legend swatches add a little)
+    np.testing.assert_allclose(counts / counts.sum(), shares, atol=0.03)
+
+    thumb = np.full((80, 100, 3), 230, np.uint8)
+    grid = np.full((4, 5), -1)
+    grid[1, 1], grid[2, 3] = 0, 2
+    over = png_array(overlay_png(thumb, grid, 20.0, (100, 80), colors, CLASSES))
+    assert over.shape[0] > 80 and over.shape[1] == 240  # thumbnail + legend strip below
+    legend = over[80:]
+    for c in colors:  # a swatch per class, even one without tiles
+        assert colour_count(legend, c) > 20
+    blended = np.rint(0.55 * 230 + 0.45 * colors[0].astype(float)).astype(np.uint8)
+    assert (over[30, 30] == blended).all() and (over[5, 5] == 230).all()
+
+
+def test_slide_folders_one_per_slide(tmp_path: Path) -> None:
+    a, b = tmp_path / "x" / "s1.svs", tmp_path / "y" / "s1.svs"
+    assert slide_folders([tmp_path / "s0.svs", a], tmp_path / "o") == [
+        tmp_path / "o" / "s0", tmp_path / "o" / "s1"]
+    assert slide_folders([a, b], tmp_path / "o") == [tmp_path / "o" / "x_s1",
+                                                      tmp_path / "o" / "y_s1"]
+    with pytest.raises(DataError, match="twice"):
+        slide_folders([a, a], tmp_path / "o")
+
+
+# --------------------------------------------------------------------------- on the real slide
+def test_geojson_matches_the_tile_table(slide_path, model_file, tmp_path, single_thread):
+    s = predict_wsi(slide_path, model_file, tmp_path / "o", mpp=2.0, progress=False)
+    doc = json.loads((tmp_path / "o" / "tiles.geojson").read_text())
+    rows = read_rows(tmp_path / "o")
+    assert len(doc["features"]) == len(rows) == s["n_tiles_tissue"] > 0
+    assert s["files"]["tiles.geojson"] == str(tmp_path / "o" / "tiles.geojson")
+    for feature, row in zip(doc["features"], rows, strict=True):
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == pytest.approx([int(row["x"]), int(row["y"])], abs=0.5)
+        assert ring[2][0] - ring[0][0] == pytest.approx(float(row["size"]), rel=1e-4)
+        props = feature["properties"]
+        assert props["classification"]["name"] == row["prediction"]
+        assert props["measurements"]["probability"] == pytest.approx(
+            max(float(row[f"prob_{c}"]) for c in CLASSES), abs=1e-5)
+
+
+def test_parallel_readers_read_the_same_tiles(slide_path, single_thread):
+    slide = wsi_module.open_slide(slide_path)
+    try:
+        keep = np.random.default_rng(1).random((20, 30)) < 0.4
+        one, four = (np.concatenate(list(wsi_module._read_tiles(
+            slide, 0, 1.5, 24, 36.0, keep, "s", workers=w))) for w in (1, 4))
+    finally:
+        slide.close()
+    assert one.shape == (keep.sum(), 24, 24, 3)
+    np.testing.assert_array_equal(one, four)
+
+
+def test_the_model_files_mpp_is_used_without_mpp(slide_path, tmp_path, single_thread):
+    torch.manual_seed(0)
+    path = save_model(create_model("small_resnet", len(CLASSES), **KWARGS),
+                      {**META, "mpp": 2.0}, tmp_path / "m.pt")
+    s = predict_wsi(slide_path, path, tmp_path / "o", progress=False)
+    assert s["mpp"] == pytest.approx(2.0) and s["model_mpp"] == 2.0
+    assert s["resolution_rule"] == "model file: trained at 2 mpp"
+    assert s["downsample"] == pytest.approx(2.0 / SLIDE_MPP)
+    explicit = predict_wsi(slide_path, path, tmp_path / "o4", mpp=4.0, progress=False)
+    assert explicit["mpp"] == pytest.approx(4.0)  # an explicit mpp still wins
+
+
+def test_several_slides_one_folder_each(slide_path, model_file, tmp_path, single_thread):
+    second = tmp_path / "copies" / "second.svs"
+    second.parent.mkdir()
+    shutil.copy(slide_path, second)
+    out = tmp_path / "out"
+    summaries = predict_slides([slide_path, second], model_file, out, mpp=4.0, progress=False)
+    assert [Path(s["slide"]) for s in summaries] == [slide_path, second]
+    assert sorted(p.name for p in out.iterdir()) == sorted([slide_path.stem, "second",
+                                                            "slides.csv"])
+    for s in summaries:
+        folder = Path(s["files"]["summary.json"]).parent
+        assert (folder / "tiles.geojson").is_file() and (folder / "overlay.png").is_file()
+    with (out / "slides.csv").open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["folder"] for r in table] == [slide_path.stem, "second"]
+    assert [int(r["tissue_tiles"]) for r in table] == [s["n_tiles_tissue"] for s in summaries]
+    assert summaries[0]["class_counts"] == summaries[1]["class_counts"]  # the same pixels
+
+    # a missing slide stops the call before any slide is processed
+    with pytest.raises(DataError, match="nope.svs"):
+        predict_slides([slide_path, tmp_path / "nope.svs"], model_file, tmp_path / "o2")
+    assert not (tmp_path / "o2").exists()
+
+
+def test_cli_several_slides_and_device(slide_path, model_file, tmp_path, monkeypatch, capsys,
+                                       single_thread):
+    from medistill import cli
+
+    second = tmp_path / "b.svs"
+    shutil.copy(slide_path, second)
+    out = tmp_path / "cli"
+    monkeypatch.setattr(sys, "argv", ["medistill", "predict-wsi", str(slide_path), str(second),
+                                      "--model", str(model_file), "--out", str(out), "--mpp",
+                                      "4", "--no-progress", "--readers", "2"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code in (0, None)
+    text = capsys.readouterr().out
+    assert text.count("slide: ") == 2 and str(out / "slides.csv") in text
+    assert (out / "b" / "tiles.geojson").is_file()
+
+    monkeypatch.setattr(sys, "argv", ["medistill", "predict-wsi", str(slide_path), "--model",
+                                      str(model_file), "--out", str(tmp_path / "d"),
+                                      "--device", "cuda:99"])
+    with pytest.raises(SystemExit) as failed:
+        cli.main()
+    assert failed.value.code == 2
+    assert "--device" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_thumbnail_is_a_pyramid_level_read_as_is(pyramid, slide_path):
+    from medistill.deploy.wsi_slide import read_thumbnail
+
+    slide = wsi_module.open_slide(pyramid)
+    try:
+        level1 = np.asarray(slide.read_region((0, 0), 1, slide.level_dimensions[1]))[..., :3]
+        thumb = read_thumbnail(slide, 128.0)  # 32 px per tile at level 1 (552 x 740)
+        np.testing.assert_array_equal(thumb, level1)
+        # level 1 has 3 px per tile, level 0 is far larger than needed: get_thumbnail
+        assert read_thumbnail(slide, 12.0).shape == (1024, 764, 3)
+    finally:
+        slide.close()
+    single = wsi_module.open_slide(slide_path)  # one level of 2220 x 2967: shrunk to 1024
+    try:
+        assert max(read_thumbnail(single, 64.0).shape) == 1024
+    finally:
+        single.close()

@@ -90,3 +90,38 @@ def test_profile_model() -> None:
     assert prof["gflops"] == 2 * 10 * 4 / 1e9
     assert prof["latency_ms"] > 0
     assert set(profile_model(net, (10,), latency=False)) == {"params", "gflops"}
+
+
+class ThreadProbe(nn.Module):
+    """Records torch's intra-op thread count at every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.seen: set[int] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add(torch.get_num_threads())
+        return self.lin(x)
+
+
+def test_latency_pins_one_thread_by_default_and_reports_quartiles() -> None:
+    probe = ThreadProbe()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = measure_latency(probe, (4,), warmup=2, repeats=6)
+    finally:
+        torch.set_num_threads(before)
+    assert probe.seen == {1} and res["threads"] == 1  # warm-up and timed passes alike
+    assert res["q25_ms"] <= res["median_ms"] <= res["q75_ms"] <= res["p90_ms"]
+    assert res["iqr_ms"] == pytest.approx(res["q75_ms"] - res["q25_ms"])
+    assert res["blocks"] == 6
+    # a ~µs module is timed in blocks of many passes, not one pass at the clock's resolution
+    assert res["number"] > 1
+
+
+def test_profile_model_reports_the_latency_iqr() -> None:
+    prof = profile_model(nn.Conv2d(3, 4, 3), (3, 16, 16), warmup=1, repeats=5, threads=1)
+    assert 0 < prof["latency_q25_ms"] <= prof["latency_ms"] <= prof["latency_q75_ms"]
+    assert prof["latency_threads"] == 1

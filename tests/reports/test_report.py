@@ -115,7 +115,9 @@ def _leftovers(out: Path) -> list[Path]:
 
 
 def _html_rows(text: str) -> list[str]:
-    return re.findall(r"<tr>(.*?)</tr>", text, flags=re.S)
+    """Table rows, without the markup that only steers line breaks (the value/CI spans)."""
+    rows = re.findall(r"<tr>(.*?)</tr>", text, flags=re.S)
+    return [re.sub(r'<span class="(?:v|ci)">|</span>', "", r) for r in rows]
 
 
 # ------------------------------------------------------------------------------- formatting
@@ -339,7 +341,7 @@ def test_sections_add_tables_and_figures(tmp_path: Path) -> None:
         "figures": [{"file": "figures/cka.png", "caption": "CKA heatmap"}],
     }]}
     paths = write_report(tmp_path, results)
-    html_text = paths["html"].read_text()
+    html_text = re.sub(r'<span class="(?:v|ci)">|</span>', "", paths["html"].read_text())
     md = paths["md"].read_text()
     for text in ("Table 1", "Linear-probe accuracy.", "0.701 (0.650-0.750)", "CKA heatmap"):
         assert text in html_text and text in md

@@ -21,7 +21,13 @@ Column = tuple[str, int, Callable[[dict[str, Any]], str]]
 
 _NAME: Column = ("run", -22, lambda r: r["name"])
 _GFLOPS: Column = ("GFLOPs", 8, lambda r: f"{_eff(r, 'gflops'):.3f}")
-_MS: Column = ("ms", 7, lambda r: f"{_eff(r, 'latency_ms'):.1f}")
+_MS: Column = ("ms, median (IQR)", 18, lambda r: _latency(r))
+
+
+def _latency(r: dict[str, Any]) -> str:
+    from medistill.reports.report import fmt_latency
+
+    return fmt_latency(r.get("efficiency"))
 
 CLASSIFICATION_COLUMNS: list[Column] = [
     ("run", -28, lambda r: r["name"]),

@@ -222,6 +222,7 @@ def export_model(
             "view": meta.get("view", {"factor": 1, "upsample": False}),
             "normalization": meta["normalization"],
             "image_size": meta.get("image_size"),
+            "mpp": meta.get("mpp"),  # the model input's microns per pixel, when recorded
             "input_size": list(size),
             "dynamic_size": dynamic_size,
             "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",

@@ -1,19 +1,21 @@
 """Whole-slide inference: tile a slide with OpenSlide at a chosen resolution and classify it.
 
 :func:`predict_wsi` runs a medistill model (a PyTorch model file such as a run's ``best.pt``,
-or a model exported by ``medistill export``) over every tissue tile of a whole-slide image.
+or a model exported by ``medistill export``) over every tissue tile of a whole-slide image;
+:func:`predict_slides` does so for several slides with the model loaded once, one output
+folder per slide.
 
 Resolution
     The slide is processed at ONE resolution, stated by the caller as microns per pixel
     (``mpp``) or as an objective magnification (``magnification``, converted with the slide's
-    ``openslide.objective-power``: 10x on a 40x slide is a downsample of 4). The model file does
-    not record the physical resolution of its training images (only the view ``factor``
-    relative to them), so the resolution the model expects must come from the user. Without
-    either argument the default is the slide's base resolution downsampled by the model's view
-    factor (``mpp = openslide.mpp-x * factor``), which is right only when the training images
-    were scanned at the slide's base resolution; the summary records which rule was used.
-    A slide without mpp metadata needs ``magnification`` (``mpp`` cannot be converted then).
-    Requests finer than the slide's base resolution (by more than 2 %) are refused.
+    ``openslide.objective-power``: 10x on a 40x slide is a downsample of 4). Without either,
+    the model file's own ``mpp`` is used: recorded at training time when the data config
+    gives ``source_mpp`` (``mpp = source_mpp x view factor``, the resolution of the model's
+    input tiles). Model files without it fall back to the slide's base resolution downsampled
+    by the model's view factor (``mpp = openslide.mpp-x * factor``), which is right only when
+    the training images were scanned at the slide's base resolution; the summary records which
+    rule was used. A slide without mpp metadata needs ``magnification``. Requests finer than
+    the slide's base resolution (by more than 2 %) are refused.
 
 Reading
     The pyramid level read is the one with the largest downsample not above the requested one
@@ -21,8 +23,8 @@ Reading
     Lanczos filter as training (:func:`medistill.data.transforms.lanczos_resize`). Within 2 % of
     a level's downsample the level is used as is (no resampling; the mpp actually used is
     reported). Regions are read a row segment at a time (up to ``MAX_TILES_PER_READ`` tiles per
-    ``read_region`` call), resampled as one image and cut into tiles with a reshape, on a
-    background thread while the model runs on the previous batch.
+    ``read_region`` call), resampled as one image and cut into tiles with a reshape, by a pool
+    of ``readers`` threads while the model runs on the previous batch.
 
 Tiles
     A grid of non-overlapping ``tile_px`` x ``tile_px`` tiles at the processing resolution,
@@ -31,22 +33,30 @@ Tiles
     degraded size, upsampled bilinearly to the model input as in training).
 
 Tissue
-    Otsu's threshold on the HSV saturation of a thumbnail (lightly smoothed; never below
+    The thumbnail has >= ``THUMB_PX_PER_TILE`` pixels per tile side and a long side of at
+    least ``THUMB_MIN_SIDE``: a whole pyramid level read as is when one is close to that size
+    (no resampling: reading a finer level and shrinking it cost ~1 s per large slide), else
+    OpenSlide's ``get_thumbnail`` (see :func:`medistill.deploy.wsi_slide.read_thumbnail`).
+    Otsu's threshold on the HSV saturation of the thumbnail (lightly smoothed; never below
     ``MIN_SATURATION``, so an empty slide gives no tissue); a tile is kept when the fraction of
     tissue pixels under it is ``>= tissue_threshold``. Background glass is white-grey (low
     saturation), stained tissue is not. (On a slide covered wall to wall by tissue Otsu splits
     the tissue itself: pass ``tissue_threshold=0`` to keep every tile.)
 
 Outputs (each written atomically: temp file + ``os.replace``; ``summary.json`` last)
-    ``tiles.csv``, ``heatmap.png``, ``overlay.png``, ``summary.json`` in ``out_dir``.
+    ``tiles.csv``, ``tiles.geojson`` (QuPath: one classified detection per tile with its
+    probabilities), ``heatmap.png`` (class map with legend + per-class probability maps with a
+    colour bar), ``overlay.png`` (thumbnail with the class colours and a legend) and
+    ``summary.json`` in ``out_dir``; both PNGs are drawn with array operations (no matplotlib
+    figure).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,136 +64,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from medistill.data.transforms import degraded_size, lanczos_resize
+from medistill.data.transforms import degraded_size
 from medistill.deploy.predict import load_exported, sidecar_path, softmax
-from medistill.deploy.wsi_outputs import class_colors, heatmap_png, overlay_png, tiles_csv
+from medistill.deploy.wsi_outputs import (
+    class_colors,
+    heatmap_png,
+    overlay_png,
+    tiles_csv,
+    tiles_geojson,
+)
+from medistill.deploy.wsi_slide import (  # noqa: F401  (re-exported: the public helpers)
+    LEVEL_TOLERANCE,
+    MAX_TILES_PER_READ,
+    MIN_SATURATION,
+    THUMB_MAX_SIDE,
+    THUMB_MIN_SIDE,
+    THUMB_PX_PER_TILE,
+    _batches,
+    _read_tiles,
+    choose_level,
+    open_slide,
+    read_thumbnail,
+    requested_downsample,
+    slide_resolution,
+    tile_fractions,
+    tissue_mask,
+)
 from medistill.engine.checkpoint import atomic_write_bytes, atomic_write_text, load_model
 from medistill.errors import CheckpointError, DataError, MedistillError
 
-#: relative tolerance within which a requested downsample snaps to a pyramid level
-LEVEL_TOLERANCE = 0.02
-#: at most this many tiles are read (and resampled) by one ``read_region`` call
-MAX_TILES_PER_READ = 32
-#: the tissue thumbnail has at least this many pixels per tile side (up to THUMB_MAX_SIDE)
-THUMB_PX_PER_TILE = 4
-THUMB_MIN_SIDE = 1024
-THUMB_MAX_SIDE = 4096
-#: Otsu's saturation threshold is never below this (an empty slide gives no tissue)
-MIN_SATURATION = 0.05
-#: opacity of the class colours in overlay.png
-OUTPUT_FILES = ("tiles.csv", "heatmap.png", "overlay.png", "summary.json")
-
-
-# --------------------------------------------------------------------------- opening a slide
-def open_slide(path: str | Path) -> Any:
-    """``openslide.OpenSlide(path)`` with one-line :class:`DataError` messages naming the file."""
-    try:
-        import openslide
-    except ImportError:
-        raise MedistillError(
-            "whole-slide inference needs OpenSlide: pip install 'medistill[wsi]'"
-        ) from None
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"slide not found: {path}")
-    try:
-        return openslide.OpenSlide(str(path))
-    except openslide.OpenSlideUnsupportedFormatError:
-        raise DataError(f"cannot read slide {path}: not a format OpenSlide supports") from None
-    except (openslide.OpenSlideError, OSError) as e:
-        raise DataError(f"cannot read slide {path}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _positive_float(props: Any, key: str) -> float | None:
-    try:
-        value = float(props.get(key))
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
-def slide_resolution(slide: Any) -> tuple[float | None, float | None]:
-    """``(base mpp, objective power)`` from OpenSlide's properties (``None`` when absent)."""
-    props = slide.properties
-    return _positive_float(props, "openslide.mpp-x"), _positive_float(
-        props, "openslide.objective-power")
-
-
-def requested_downsample(
-    slide: Any,
-    view_factor: float,
-    mpp: float | None = None,
-    magnification: float | None = None,
-    name: str = "slide",
-) -> tuple[float, str]:
-    """The downsample (relative to level 0) to process at, and the rule that gave it.
-
-    ``mpp`` -> ``mpp / base mpp``; ``magnification`` -> ``objective power / magnification``;
-    neither -> the model's view factor (the slide's base resolution stands for the training
-    images' resolution). Raises a one-line :class:`DataError` when the slide lacks the metadata
-    the chosen rule needs.
-    """
-    base_mpp, power = slide_resolution(slide)
-    if mpp is not None and magnification is not None:
-        raise DataError("give the resolution as mpp or as magnification, not both")
-    if mpp is not None:
-        if not (math.isfinite(mpp) and mpp > 0):
-            raise DataError(f"mpp must be a positive number, got {mpp}")
-        if base_mpp is None:
-            raise DataError(
-                f"{name} has no microns-per-pixel metadata (openslide.mpp-x): give the "
-                "magnification instead"
-            )
-        return mpp / base_mpp, f"mpp {mpp:g} requested"
-    if magnification is not None:
-        if not (math.isfinite(magnification) and magnification > 0):
-            raise DataError(f"magnification must be a positive number, got {magnification}")
-        if power is None:
-            raise DataError(
-                f"{name} has no objective power (openslide.objective-power): give the mpp instead"
-            )
-        return power / magnification, f"magnification {magnification:g}x requested " \
-                                      f"(objective power {power:g})"
-    if base_mpp is None:
-        raise DataError(
-            f"{name} has no microns-per-pixel metadata (openslide.mpp-x): give the mpp or the "
-            "magnification the model expects"
-        )
-    return float(view_factor), (
-        f"default: slide base mpp {base_mpp:g} x model view factor {view_factor:g} (assumes "
-        "the training images were at the slide's base resolution; pass mpp to override)"
-    )
-
-
-def choose_level(
-    slide: Any, downsample: float, tolerance: float = LEVEL_TOLERANCE, name: str = "the slide"
-) -> tuple[int, float, float]:
-    """``(level, level downsample, Lanczos factor)`` to read ``slide`` at ``downsample``.
-
-    The level is ``slide.get_best_level_for_downsample`` (largest downsample <= the requested
-    one, here with ``tolerance`` of slack so that 3.99 still picks a level of 4.0); the Lanczos
-    factor is what remains, ``downsample / level downsample``, set to exactly 1 (no
-    resampling) when within ``tolerance`` of 1.
-
-    Raises:
-        DataError: ``downsample`` is finer than level 0 by more than ``tolerance``.
-    """
-    if not downsample >= 1 - tolerance:
-        raise DataError(
-            f"the requested resolution is {1 / downsample:.3g}x finer than the base resolution "
-            f"of {name}; medistill does not upsample slides"
-        )
-    level = int(slide.get_best_level_for_downsample(downsample * (1 + tolerance)))
-    level_ds = float(slide.level_downsamples[level])
-    factor = downsample / level_ds
-    if abs(factor - 1) <= tolerance:
-        factor = 1.0
-    return level, level_ds, factor
+OUTPUT_FILES = ("tiles.csv", "tiles.geojson", "heatmap.png", "overlay.png", "summary.json")
+#: default number of tile-reading threads
+DEFAULT_READERS = min(4, os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- the model
@@ -247,38 +159,52 @@ class TileClassifier:
 
     ``model_path`` is a PyTorch model file (``save_model``'s format, e.g. a run's ``best.pt``) or
     an exported model (``.onnx`` / TorchScript ``.pt`` with its ``.json`` sidecar, recognised by
-    the sidecar). Tiles are scaled to [0, 1] and normalised exactly as in training.
+    the sidecar). Tiles are scaled to [0, 1] and normalised exactly as in training. ``device``
+    (``cpu``, ``cuda``, ...) runs a PyTorch model file there; exported models run on the CPU.
+    ``mpp`` is the resolution recorded in the model file at training time (``None`` for files
+    trained without ``data.source_mpp``).
     """
 
-    def __init__(self, model_path: str | Path, tile_px: int | None = None) -> None:
+    def __init__(self, model_path: str | Path, tile_px: int | None = None,
+                 device: str = "cpu") -> None:
         path = Path(model_path)
         self.path = path
+        self.device = torch.device(device)
         if path.suffix.lower() == ".onnx" or sidecar_path(path).is_file():
+            if self.device.type != "cpu":
+                raise CheckpointError(f"{path} is an exported model: it runs on the CPU "
+                                      f"(device {device!r} is for PyTorch model files)")
             self._exported, info = load_exported(path)
             self._net = None
             self.format = str(info["format"])
             self.meta = info
         else:
             self._net, self.meta = load_model(path)
+            self._net.to(self.device)
             self._exported = None
             self.format = "pytorch"
         self.classes = [str(c) for c in self.meta["classes"]]
         self.view_factor = float(self.meta["view"].get("factor", 1.0))
+        mpp = self.meta.get("mpp")
+        self.mpp = float(mpp) if isinstance(mpp, int | float) and mpp > 0 else None
         norm = self.meta["normalization"]
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
         self.tile_px, self.input_px = model_tile_geometry(self.meta, tile_px, str(path))
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
+        if self._net is not None:
+            x = x.to(self.device)
+        x = x.float()
         if self.input_px != self.tile_px:  # view.upsample: bilinear, re-quantised like PIL's
             x = torch.nn.functional.interpolate(
                 x, size=(self.input_px, self.input_px), mode="bilinear", align_corners=False
             ).round_().clamp_(0, 255)
-        x = (x / 255.0 - self.mean) / self.std
+        x = (x / 255.0 - self.mean.to(x.device)) / self.std.to(x.device)
         if self._net is not None:
             with torch.inference_mode():
-                logits = self._net(x)[1].float().numpy()
+                logits = self._net(x)[1].float().cpu().numpy()
         else:
             logits = self._exported(x.numpy())
         if logits.shape != (len(tiles), len(self.classes)):
@@ -289,108 +215,10 @@ class TileClassifier:
         return softmax(logits).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- tissue mask
-def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
-    """Boolean tissue mask of an RGB ``uint8`` thumbnail: Otsu on (smoothed) HSV saturation."""
-    from skimage.filters import gaussian, threshold_otsu
-
-    rgb = thumbnail.astype(np.float32) / 255.0
-    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    saturation = gaussian(saturation, sigma=1.0, preserve_range=True)
-    if float(saturation.max() - saturation.min()) < 1e-3:
-        threshold = MIN_SATURATION
-    else:
-        threshold = max(float(threshold_otsu(saturation)), MIN_SATURATION)
-    return saturation >= threshold
-
-
-def tile_fractions(
-    mask: np.ndarray, level0_size: tuple[int, int], tile0: float, grid: tuple[int, int]
-) -> np.ndarray:
-    """Fraction of ``mask`` pixels under each tile of a (rows, cols) grid of level-0 size
-    ``tile0``; ``mask`` covers the whole slide (``level0_size`` = (W, H)) at lower resolution."""
-    rows, cols = grid
-    mh, mw = mask.shape
-    sx, sy = level0_size[0] / mw, level0_size[1] / mh  # level-0 px per mask px
-
-    def edges(n: int, scale: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        e = np.clip(np.rint(np.arange(n + 1) * tile0 / scale).astype(np.int64), 0, limit)
-        start = np.minimum(e[:-1], limit - 1)
-        return start, np.maximum(e[1:], start + 1)  # every tile covers >= 1 mask pixel
-
-    x0, x1 = edges(cols, sx, mw)
-    y0, y1 = edges(rows, sy, mh)
-    integral = np.zeros((mh + 1, mw + 1), dtype=np.int64)
-    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
-    y0, y1, x0, x1 = y0[:, None], y1[:, None], x0[None, :], x1[None, :]
-    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return inside / ((y1 - y0) * (x1 - x0))
-
-
-# --------------------------------------------------------------------------- reading tiles
-def _background(slide: Any) -> tuple[int, int, int]:
-    value = str(slide.properties.get("openslide.background-color", "FFFFFF"))
-    try:
-        return tuple(int(value[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
-    except ValueError:
-        return (255, 255, 255)
-
-
-def _segments(keep: np.ndarray, max_tiles: int) -> Iterator[tuple[int, int, int]]:
-    """``(row, first col, end col)`` spans covering every kept tile, <= ``max_tiles`` wide."""
-    for row in np.flatnonzero(keep.any(axis=1)):
-        cols = np.flatnonzero(keep[row])
-        start = 0
-        while start < len(cols):
-            c0 = int(cols[start])
-            stop = int(np.searchsorted(cols, c0 + max_tiles))
-            yield int(row), c0, int(cols[stop - 1]) + 1
-            start = stop
-
-
-def _read_tiles(
-    slide: Any, level: int, factor: float, tile_px: int, tile0: float, keep: np.ndarray,
-    name: str,
-) -> Iterator[np.ndarray]:
-    """The kept tiles, in row-major order, as (n, tile_px, tile_px, 3) ``uint8`` arrays."""
-    from PIL import Image
-
-    background = _background(slide)
-    for row, c0, c1 in _segments(keep, MAX_TILES_PER_READ):
-        n = c1 - c0
-        location = (round(c0 * tile0), round(row * tile0))
-        size = (max(1, round(n * tile_px * factor)), max(1, round(tile_px * factor)))
-        try:
-            region = slide.read_region(location, level, size)
-        except Exception as e:  # noqa: BLE001  (OpenSlideError, decoder errors)
-            raise DataError(f"cannot read slide {name} at {location}: {_first_line(e)}") from None
-        canvas = Image.new("RGBA", region.size, (*background, 255))
-        rgb = np.asarray(Image.alpha_composite(canvas, region).convert("RGB"))
-        rgb = lanczos_resize(rgb, (tile_px, n * tile_px))
-        tiles = rgb.reshape(tile_px, n, tile_px, 3).transpose(1, 0, 2, 3)
-        yield np.ascontiguousarray(tiles[keep[row, c0:c1]])
-
-
-def _batches(chunks: Iterator[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    pending: list[np.ndarray] = []
-    count = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        count += len(chunk)
-        while count >= batch_size:
-            joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            yield joined[:batch_size]
-            rest = joined[batch_size:]
-            pending, count = ([rest] if len(rest) else []), len(rest)
-    if count:
-        yield np.concatenate(pending)
-
-
-# --------------------------------------------------------------------------- the entry point
+# --------------------------------------------------------------------------- the entry points
 def predict_wsi(
     slide_path: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | TileClassifier,
     out_dir: str | Path,
     mpp: float | None = None,
     magnification: float | None = None,
@@ -398,32 +226,40 @@ def predict_wsi(
     batch_size: int = 64,
     tissue_threshold: float = 0.5,
     progress: bool = True,
+    readers: int = DEFAULT_READERS,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Classify every tissue tile of a whole-slide image; write a heatmap, overlay, CSV, summary.
+    """Classify every tissue tile of a whole-slide image; write a heatmap, overlay, CSV,
+    GeoJSON and summary.
 
     Args:
         slide_path: any slide OpenSlide reads (.svs, .ndpi, .mrxs, pyramidal TIFF, ...).
         model_path: a PyTorch model file (a run's ``best.pt``) or an exported model (``.onnx``
-            or TorchScript ``.pt`` with its ``.json`` sidecar).
-        out_dir: output folder (created); gets ``tiles.csv``, ``heatmap.png``, ``overlay.png``
-            and ``summary.json``, each written atomically.
+            or TorchScript ``.pt`` with its ``.json`` sidecar), or a loaded
+            :class:`TileClassifier` (then ``tile_px`` and ``device`` are its own).
+        out_dir: output folder (created); gets ``tiles.csv``, ``tiles.geojson``,
+            ``heatmap.png``, ``overlay.png`` and ``summary.json``, each written atomically.
         mpp: process the slide at this many microns per pixel: the resolution the model
             expects (its training images' mpp times its view factor).
         magnification: alternatively, an objective magnification (e.g. ``5`` for 5x),
             converted with the slide's ``openslide.objective-power``.
-            With neither, the slide's base mpp times the model's view factor (see module doc).
+            With neither, the model file's recorded mpp, else the slide's base mpp times the
+            model's view factor (see module doc).
         tile_px: tile side in pixels at the processing resolution (default: the model's input
             size; needed for PyTorch models trained on images of any size).
         batch_size: tiles per model call.
         tissue_threshold: keep a tile when at least this fraction of it is tissue (0 keeps
             every tile).
         progress: show a tqdm progress bar (tiles/s).
+        readers: threads reading and resampling tiles (1: one background reader).
+        device: where a PyTorch model file runs (``cpu``, ``cuda``, ...).
 
     Returns:
         The summary (also written as ``summary.json``): slide, resolution used (``mpp``,
         ``magnification``, ``downsample``, ``level``, ``resample_factor``), tile grid,
         ``n_tiles_total`` (full grid) and ``n_tiles_tissue`` (classified), ``seconds`` and
-        ``tiles_per_second`` (end to end), ``class_counts`` and the output files.
+        ``tiles_per_second`` (end to end), ``stage_seconds`` (tissue mask, tile loop,
+        outputs), ``class_counts`` and the output files.
 
     Raises:
         DataError: missing/unreadable slide, missing resolution metadata, a resolution finer
@@ -438,17 +274,20 @@ def predict_wsi(
     started = time.perf_counter()
     if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
         raise DataError(f"batch_size must be a positive integer, got {batch_size}")
+    if not (isinstance(readers, int | np.integer) and readers >= 1):
+        raise DataError(f"readers must be a positive integer, got {readers}")
     if not 0.0 <= tissue_threshold <= 1.0:
         raise DataError(f"tissue_threshold must be in [0, 1], got {tissue_threshold}")
     slide_path, out_dir = Path(slide_path), Path(out_dir)
     check_output_dir(out_dir)  # before the slide is read, not after the last tile
     slide = open_slide(slide_path)
     try:
-        model = TileClassifier(model_path, tile_px)
+        model = model_path if isinstance(model_path, TileClassifier) else \
+            TileClassifier(model_path, tile_px, device)
         width0, height0 = (int(v) for v in slide.dimensions)
         base_mpp, power = slide_resolution(slide)
         downsample, rule = requested_downsample(
-            slide, model.view_factor, mpp, magnification, str(slide_path))
+            slide, model.view_factor, mpp, magnification, str(slide_path), model.mpp)
         level, level_ds, factor = choose_level(slide, downsample, name=str(slide_path))
         used = level_ds * factor  # == downsample unless snapped to the level
         tile = model.tile_px
@@ -460,11 +299,7 @@ def predict_wsi(
                 f"downsample {used:.4g}"
             )
 
-        # tissue mask on a thumbnail with >= THUMB_PX_PER_TILE px per tile side
-        long_side = max(width0, height0)
-        side = min(max(THUMB_MIN_SIDE, math.ceil(long_side * THUMB_PX_PER_TILE / tile0)),
-                   THUMB_MAX_SIDE, long_side)
-        thumbnail = np.asarray(slide.get_thumbnail((side, side)).convert("RGB"))
+        thumbnail = read_thumbnail(slide, tile0)  # >= THUMB_PX_PER_TILE px per tile side
         fractions = tile_fractions(tissue_mask(thumbnail), (width0, height0), tile0, grid)
         keep = fractions >= tissue_threshold
         index = np.argwhere(keep)  # row-major, the order tiles are read in
@@ -475,10 +310,10 @@ def predict_wsi(
         loop_start = time.perf_counter()
         bar = tqdm(total=n_keep, unit="tile", desc=slide_path.name, disable=not progress,
                    dynamic_ncols=True, leave=False)
-        batches = _batches(
-            _read_tiles(slide, level, factor, tile, tile0, keep, str(slide_path)), batch_size)
+        batches = _batches(_read_tiles(slide, level, factor, tile, tile0, keep,
+                                       str(slide_path), workers=readers), batch_size)
         done = 0
-        with bar, ThreadPoolExecutor(max_workers=1) as reader:  # read batch k+1 during k
+        with bar, ThreadPoolExecutor(max_workers=1) as reader:  # assemble batch k+1 during k
             future = reader.submit(next, batches, None)
             while True:
                 batch = future.result()
@@ -495,6 +330,7 @@ def predict_wsi(
         slide.close()
 
     # outputs
+    outputs_start = time.perf_counter()
     predicted = probs.argmax(axis=1) if n_keep else np.zeros(0, dtype=np.int64)
     probs_grid = np.full((*grid, len(classes)), np.nan, dtype=np.float32)
     probs_grid[index[:, 0], index[:, 1]] = probs
@@ -507,10 +343,13 @@ def predict_wsi(
     files = {name: str(out_dir / name) for name in OUTPUT_FILES}
     atomic_write_text(out_dir / "tiles.csv",
                       tiles_csv(index, tile0, fractions[keep], probs, classes))
+    atomic_write_text(out_dir / "tiles.geojson",
+                      tiles_geojson(index, tile0, fractions[keep], probs, classes, colors))
     heatmap = heatmap_png(probs_grid, classes, colors, title)
     atomic_write_bytes(out_dir / "heatmap.png", lambda f: f.write(heatmap))
-    overlay = overlay_png(thumbnail, classes_grid, tile0, (width0, height0), colors)
+    overlay = overlay_png(thumbnail, classes_grid, tile0, (width0, height0), colors, classes)
     atomic_write_bytes(out_dir / "overlay.png", lambda f: f.write(overlay))
+    outputs_seconds = time.perf_counter() - outputs_start
 
     seconds = time.perf_counter() - started
     counts = np.bincount(predicted, minlength=len(classes)) if n_keep else [0] * len(classes)
@@ -519,8 +358,10 @@ def predict_wsi(
         "slide_size": [width0, height0],
         "slide_mpp": base_mpp,
         "objective_power": power,
-        "model": str(model_path),
+        "model": str(model.path),
         "model_format": model.format,
+        "model_mpp": model.mpp,
+        "device": str(model.device),
         "classes": classes,
         "resolution_rule": rule,
         "mpp_requested": None if mpp is None else float(mpp),
@@ -541,12 +382,69 @@ def predict_wsi(
         "tissue_method": "Otsu on HSV saturation of a "
                          f"{thumbnail.shape[1]}x{thumbnail.shape[0]} thumbnail",
         "batch_size": int(batch_size),
+        "readers": int(readers),
         "seconds": seconds,
         "tiles_per_second": n_keep / seconds if seconds > 0 else None,
         "tile_loop_seconds": loop_seconds,
         "tile_loop_tiles_per_second": n_keep / loop_seconds if loop_seconds > 0 else None,
+        "stage_seconds": {"open_and_tissue": loop_start - started, "tile_loop": loop_seconds,
+                          "outputs": outputs_seconds},
         "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
         "files": files,
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def slide_folders(slides: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """One output folder per slide under ``out_dir``: the slide's file name without its
+    extension (``a.svs`` -> ``out/a``), the parent folder's name prepended when two slides
+    share a name; a slide given twice is an error."""
+    paths = [Path(s) for s in slides]
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise DataError(f"slide given twice: {p}")
+        seen[key] = p
+    stems = [p.stem for p in paths]
+    names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"two slides would share the output folder {Path(out_dir) / dup}; "
+                        "rename one or run them separately")
+    return [Path(out_dir) / n for n in names]
+
+
+def predict_slides(
+    slides: Sequence[str | Path],
+    model_path: str | Path,
+    out_dir: str | Path,
+    tile_px: int | None = None,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """:func:`predict_wsi` for each slide, the model loaded once, into ``out_dir/<slide>/``
+    (see :func:`slide_folders`), then ``out_dir/slides.csv`` (one line per slide: folder,
+    tiles, seconds, class counts). Every slide is opened first, so a missing or unreadable
+    one stops the call before any work. ``kwargs`` go to :func:`predict_wsi`."""
+    import csv
+    import io
+
+    if not slides:
+        raise DataError("no slide given")
+    folders = slide_folders(slides, out_dir)
+    for s in slides:
+        open_slide(s).close()
+    model = TileClassifier(model_path, tile_px, device)
+    summaries = [predict_wsi(s, model, folder, **kwargs)
+                 for s, folder in zip(slides, folders, strict=True)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["slide", "folder", "mpp", "tissue_tiles", "seconds", *model.classes])
+    for s, folder in zip(summaries, folders, strict=True):
+        writer.writerow([s["slide"], folder.name, f"{s['mpp']:.4g}" if s["mpp"] else "",
+                         s["n_tiles_tissue"], f"{s['seconds']:.2f}",
+                         *(s["class_counts"][c] for c in model.classes)])
+    atomic_write_text(Path(out_dir) / "slides.csv", buffer.getvalue())
+    return summaries

@@ -1,9 +1,8 @@
-"""Model efficiency: parameter count, GFLOPs of one forward pass, and CPU latency."""
+"""Model efficiency: parameter count, GFLOPs of one forward pass, and latency (median, IQR)."""
 
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,12 @@ def count_gflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+#: intra-op threads used when the caller does not say (pinned: reproducible on a shared machine)
+DEFAULT_THREADS = 1
+#: a timed block lasts at least this long (small models run several passes per block)
+MIN_BLOCK_SECONDS = 2e-3
+
+
 def measure_latency(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -57,17 +62,26 @@ def measure_latency(
     threads: int | None = None,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Wall time of a forward pass (``time.perf_counter``) under ``torch.inference_mode()``.
+    """Forward-pass latency under ``torch.inference_mode()``: median and interquartile range.
 
-    Runs ``warmup`` untimed then ``repeats`` timed passes of a ``(batch_size, *input_shape)``
-    input in eval mode. ``threads`` sets torch's intra-op thread count for the measurement
-    (``None`` keeps the current one). ``channels_last`` times a copy of the model converted to
-    channels-last memory format (4-D inputs), leaving ``model`` untouched. Training mode and the
-    thread count are restored afterwards.
+    Timed with :class:`torch.utils.benchmark.Timer` (which pins torch's intra-op thread count
+    for the measurement and synchronises CUDA): ``warmup`` untimed passes of a
+    ``(batch_size, *input_shape)`` input in eval mode, then ``repeats`` timed blocks of
+    ``number`` passes each, ``number`` doubled from 1 until one block lasts at least
+    ``MIN_BLOCK_SECONDS`` (so a 0.1 ms model is not timed at the clock's resolution). The
+    statistics are over the blocks' per-pass times. ``threads`` is the intra-op thread count
+    (``None``: ``DEFAULT_THREADS`` = 1, the same on every machine and run; a thread count left
+    to torch varies with the machine's load, which made three runs of one model read 16, 290
+    and 1.7 ms). ``channels_last`` times a copy of the model converted to channels-last memory
+    format (4-D inputs), leaving ``model`` untouched. Training mode and the thread count are
+    restored afterwards.
 
-    Returns ``median_ms``, ``p90_ms``, ``per_image_ms`` (median / batch_size), ``batch_size``
-    and ``threads`` (the thread count used).
+    Returns ``median_ms``, ``q25_ms``, ``q75_ms``, ``iqr_ms``, ``p90_ms`` (per batch),
+    ``per_image_ms`` (median / batch_size), ``per_image_q25_ms`` / ``per_image_q75_ms``,
+    ``batch_size``, ``threads``, ``blocks`` (= repeats) and ``number`` (passes per block).
     """
+    from torch.utils.benchmark import Timer
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if warmup < 0:
@@ -76,6 +90,7 @@ def measure_latency(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    used_threads = DEFAULT_THREADS if threads is None else int(threads)
 
     old_threads = torch.get_num_threads()
     was_training = model.training
@@ -84,36 +99,40 @@ def measure_latency(
     if channels_last:
         net = copy.deepcopy(model).to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    sync = x.device.type == "cuda"
-    times: list[float] = []
+    timer = Timer("net(x)", globals={"net": net, "x": x}, num_threads=used_threads)
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        used_threads = torch.get_num_threads()
         net.eval()
         with torch.inference_mode():
+            torch.set_num_threads(used_threads)
             for _ in range(warmup):
                 net(x)
-            if sync:
-                torch.cuda.synchronize(x.device)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                net(x)
-                if sync:
-                    torch.cuda.synchronize(x.device)
-                times.append((time.perf_counter() - start) * 1e3)
+            number = 1
+            while True:  # passes per block: a block lasts >= MIN_BLOCK_SECONDS
+                first = timer.timeit(number).median * number
+                if first >= MIN_BLOCK_SECONDS or number >= 2**16:
+                    break
+                number *= 2
+            times = [first / number] + [timer.timeit(number).median
+                                        for _ in range(repeats - 1)]
     finally:
         model.train(was_training)
         torch.set_num_threads(old_threads)
 
-    arr = np.asarray(times)
-    median = float(np.median(arr))
+    arr = np.asarray(times) * 1e3
+    q25, median, q75, p90 = (float(v) for v in np.percentile(arr, [25, 50, 75, 90]))
     return {
         "median_ms": median,
-        "p90_ms": float(np.percentile(arr, 90)),
+        "q25_ms": q25,
+        "q75_ms": q75,
+        "iqr_ms": q75 - q25,
+        "p90_ms": p90,
         "per_image_ms": median / batch_size,
+        "per_image_q25_ms": q25 / batch_size,
+        "per_image_q75_ms": q75 / batch_size,
         "batch_size": int(batch_size),
-        "threads": int(used_threads),
+        "threads": used_threads,
+        "blocks": int(repeats),
+        "number": int(number),
     }
 
 
@@ -123,7 +142,9 @@ def profile_model(
     latency: bool = True,
     **latency_kwargs: Any,
 ) -> dict[str, Any]:
-    """``params`` and ``gflops`` of ``model``, plus ``latency_ms`` (per image) if ``latency``.
+    """``params`` and ``gflops`` of ``model``; with ``latency`` also the per-image latency:
+    ``latency_ms`` (median), ``latency_q25_ms`` / ``latency_q75_ms`` (its interquartile range)
+    and ``latency_threads``.
 
     ``latency_kwargs`` go to :func:`measure_latency`.
     """
@@ -132,5 +153,7 @@ def profile_model(
         "gflops": count_gflops(model, input_shape),
     }
     if latency:
-        out["latency_ms"] = measure_latency(model, input_shape, **latency_kwargs)["per_image_ms"]
+        lat = measure_latency(model, input_shape, **latency_kwargs)
+        out.update(latency_ms=lat["per_image_ms"], latency_q25_ms=lat["per_image_q25_ms"],
+                   latency_q75_ms=lat["per_image_q75_ms"], latency_threads=lat["threads"])
     return out

@@ -101,7 +101,9 @@ def run_record(model_path: Path, samples: SampleList, e: EvalConfig,
         **fields, "split": fields.get("split", e.split), "input_size": res["input_size"],
         "metrics": res["metrics"], "confusion_matrix": res["confusion_matrix"],
         "predictions": res["predictions"], "labels": res["labels"],  # for paired comparisons
-        "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms")
+        "efficiency": {k: res["efficiency"][k] for k in ("gflops", "params", "latency_ms",
+                                                         "latency_q25_ms", "latency_q75_ms",
+                                                         "latency_threads")
                        if k in res["efficiency"]},
         "history": read_history(model_path.parent / "log.csv"), "model_path": str(model_path),
     }

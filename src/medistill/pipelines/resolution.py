@@ -175,6 +175,8 @@ class ResolutionPipeline(Pipeline):
             "view": {"factor": factor, "upsample": upsample},
             "normalization": self.norm,
             "image_size": self.r.data.image_size,
+            # microns per pixel of the model's input tiles (predict-wsi needs no --mpp then)
+            "mpp": self.r.data.source_mpp * factor if self.r.data.source_mpp else None,
         }
 
     # -- one run ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
 
 HEADERS = ("Name|Role|Seed|Images|AJI (95% CI)|PQ (95% CI)|DQ = F1|SQ|VOI split|VOI merge|"
-           "VOI split / merge, bg incl.|ARAND|GFLOPs|Params|Latency (ms)").split("|")
+           "VOI split / merge, bg incl.|ARAND|GFLOPs|Params|Latency ms, median (IQR)").split("|")
 AGG_METRICS = ("aji", "pq", "voi_split", "voi_merge", "arand")
 
 
@@ -41,8 +41,8 @@ def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
         Heading,
         Para,
         Table,
-        _fmt_fixed,
         _text,
+        fmt_latency,
         fmt_params,
         fmt_sig,
         role_aggregate_blocks,
@@ -56,7 +56,7 @@ def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
                      _val(m.get("sq")), _val(m.get("voi_split")), _val(m.get("voi_merge")),
                      f"{_val(m.get('voi_split_bg'))} / {_val(m.get('voi_merge_bg'))}",
                      _val(m.get("arand")), fmt_sig(eff.get("gflops")),
-                     fmt_params(eff.get("params")), _fmt_fixed(eff.get("latency_ms"))])
+                     fmt_params(eff.get("params")), fmt_latency(eff)])
     blocks: list[Any] = [Heading("Models"), Table(HEADERS, rows, frozenset(range(2, 15))),
                          Para("Means over test images with 95% bootstrap CIs. Higher is better "
                               "for AJI, PQ, DQ, SQ (0 for an image without matches, as in "
@@ -104,18 +104,17 @@ def _ratio(a: Any, b: Any) -> str:
     return "–" if x is None or not y else f"{100 * x / y:.1f}%"
 
 
-def colour_instances(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """An (H, W, 3) uint8 image with every instance filled in its own colour, outlined."""
-    from skimage.segmentation import find_boundaries
+def colour_instances(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 image with every instance OUTLINED in its own colour (contours, not
+    fills: the nucleus under each outline stays visible)."""
+    from medistill.reports.segmentation import contours, outline_width
 
     rng = np.random.default_rng(0)
-    colours = rng.integers(40, 256, (int(labels.max()) + 1, 3)).astype(np.float32)
-    img = image.astype(np.float32)
-    fg = (labels > 0)[..., None]
-    out = np.where(fg, (1 - alpha) * img + alpha * colours[labels], img)
-    edges = find_boundaries(labels, mode="inner") & (labels > 0)
+    colours = rng.integers(40, 256, (int(labels.max()) + 1, 3)).astype(np.uint8)
+    out = np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=True)
+    edges = contours(labels, outline_width(labels.shape))
     out[edges] = colours[labels[edges]]
-    return out.clip(0, 255).astype(np.uint8)
+    return out
 
 
 def instance_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]) -> bytes:
@@ -159,7 +158,7 @@ def write_instance_overlays(out_dir: Path, models: Mapping[str, Path], items: Se
         rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
     path = Path(out_dir) / "figures" / "instance_overlays.png"
     atomic_write_bytes(path, lambda f: f.write(instance_figure(rows)))
-    caption = ("Test images (rows): ground truth and each model's instances (first seed), one "
-               "colour per instance; the panel titles give the instance counts.")
+    caption = ("Test images (rows): ground truth and each model's instances (first seed), each "
+               "outlined in its own colour; the panel titles give the instance counts.")
     return [{"key": "instance_overlays", "path": "figures/instance_overlays.png",
              "caption": caption}]

@@ -5,8 +5,8 @@ trainer, see :mod:`medistill.engine.diagnostics`) and whose loss has two or more
 row per term: its mean |weighted value| over all steps, its mean share of the gradient and the
 mean cosine of its gradient with the total gradient (over the diagnostic steps), and a
 "not being tested" note when the mean share is under 1%. One figure per six runs shows each
-term per step (left) and its gradient share (right). Nothing is computed from the models: the
-block only reads the CSV files.
+term per step on its own axes and the terms' gradient shares. Nothing is computed from the
+models: the block only reads the CSV files.
 """
 
 from __future__ import annotations
@@ -71,40 +71,53 @@ def loss_term_blocks(out_dir: Path) -> list[Any]:
         part = f" (part {i} of {len(chunks)})" if len(chunks) > 1 else ""
         key = f"loss_terms_{i}"
         blocks.append(FigureBlock(key, f"figures/{key}.png", loss_term_figure(chunk),
-                                  f"Loss terms per step{part}: |weighted value| (left, log "
-                                  "scale) and share of the gradient (right, diagnostic steps "
-                                  "only), one row per run."))
+                                  f"Loss terms per step{part}, one row per run: each term's "
+                                  "|weighted value| on its own axes (log scale), then every "
+                                  "term's share of the gradient (last panel, diagnostic steps "
+                                  "only)."))
     return blocks
 
 
 def loss_term_figure(logs: list[tuple[str, list[dict[str, Any]]]]) -> bytes:
-    """One row per run: each term's |value| per step, and its gradient share."""
+    """PNG of :func:`loss_term_fig`."""
+    return _png(loss_term_fig(logs))
+
+
+def loss_term_fig(logs: list[tuple[str, list[dict[str, Any]]]]) -> Any:
+    """One row per run: each term's |value| per step on its OWN axes (a CE near 1 and a KD
+    term near 0.01 are both readable; on one shared axis the smaller one was a flat line),
+    then every term's gradient share on a common 0-1 axis."""
     import matplotlib
 
     from medistill.engine.diagnostics import SHARE, VALUE
 
-    fig = _figure_class()(figsize=(11.0, 2.8 * len(logs) + 0.4), layout="constrained")
-    axes = fig.subplots(len(logs), 2, squeeze=False)
+    names_per_run = [list(dict.fromkeys(k[len(VALUE):] for r in rows for k in r
+                                        if k.startswith(VALUE))) for _, rows in logs]
+    ncols = max(len(n) for n in names_per_run) + 1
+    fig = _figure_class()(figsize=(3.3 * ncols, 2.8 * len(logs) + 0.4), layout="constrained")
+    axes = fig.subplots(len(logs), ncols, squeeze=False)
     cmap = matplotlib.colormaps["tab10"]
-    for (run, rows), (left, right) in zip(logs, axes, strict=True):
-        names = list(dict.fromkeys(k[len(VALUE):] for r in rows for k in r
-                                   if k.startswith(VALUE)))
+    for (run, rows), names, row_axes in zip(logs, names_per_run, axes, strict=True):
         stride = max(1, math.ceil(len(rows) / MAX_POINTS))
+        share_ax = row_axes[len(names)]
         for j, name in enumerate(names):
-            color = cmap(j % cmap.N)
+            color, ax = cmap(j % cmap.N), row_axes[j]
             pts = [(r["step"], abs(r[VALUE + name])) for r in rows[::stride]
                    if VALUE + name in r and math.isfinite(r[VALUE + name])]
-            left.plot([p[0] for p in pts], [max(p[1], 1e-12) for p in pts], color=color,
-                      linewidth=1.0, label=mpl_text(name, 30))
+            ax.plot([p[0] for p in pts], [max(p[1], 1e-12) for p in pts], color=color,
+                    linewidth=1.0)
+            ax.set_yscale("log")
+            ax.set_title(mpl_text(f"{run}: |{name}|", 40), fontsize=9, color=color)
             diag = [(r["step"], r.get(SHARE + name, 0.0)) for r in rows if "grad_norm" in r]
-            right.plot([p[0] for p in diag], [p[1] for p in diag], color=color,
-                       marker="o" if len(diag) <= 40 else None, markersize=3, linewidth=1.0)
-        left.set_yscale("log")
-        left.set_title(mpl_text(f"{run}: |term| per step", 60), fontsize=10)
-        right.set_title(mpl_text(f"{run}: gradient share", 60), fontsize=10)
-        right.set_ylim(-0.02, 1.02)
-        for ax in (left, right):
+            share_ax.plot([p[0] for p in diag], [p[1] for p in diag], color=color,
+                          marker="o" if len(diag) <= 40 else None, markersize=3, linewidth=1.0,
+                          label=mpl_text(name, 30))
+        share_ax.set_title(mpl_text(f"{run}: gradient share", 40), fontsize=9)
+        share_ax.set_ylim(-0.02, 1.02)
+        share_ax.legend(fontsize=7, ncol=2)
+        for ax in row_axes[:len(names) + 1]:
             ax.set_xlabel("Step")
             ax.grid(True, alpha=0.3)
-        left.legend(fontsize=7, ncol=2)
-    return _png(fig)
+        for ax in row_axes[len(names) + 1:]:
+            ax.set_axis_off()
+    return fig

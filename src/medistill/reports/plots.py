@@ -47,6 +47,32 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def clipped_texts(fig: Any, tolerance_px: float = 1.0) -> list[str]:
+    """What a PNG of ``fig`` would cut off: one description per axes (titles, axis and tick
+    labels, colour-bar labels: its drawn extent), figure text or legend that reaches outside
+    the canvas once drawn. Empty when everything fits."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # what savefig draws with
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    out = []
+
+    def outside(ext: Any) -> bool:
+        return (ext.x0 < box.x0 - tolerance_px or ext.y0 < box.y0 - tolerance_px
+                or ext.x1 > box.x1 + tolerance_px or ext.y1 > box.y1 + tolerance_px)
+
+    for ax in fig.axes:
+        ext = ax.get_tightbbox(renderer)
+        if ax.get_visible() and ext is not None and outside(ext):
+            out.append(f"axes {ax.get_title() or ax.get_ylabel() or ax.get_label()!r}")
+    for artist in [*fig.texts, *fig.legends]:
+        if artist.get_visible() and outside(artist.get_window_extent(renderer)):
+            out.append(f"{type(artist).__name__} {getattr(artist, 'get_text', str)()!r}")
+    return out
+
+
 # ------------------------------------------------------------------------------ value helpers
 def finite(x: Any) -> float | None:
     """``x`` as a finite float, or ``None`` (missing, non-numeric, NaN or infinite)."""
@@ -169,6 +195,19 @@ def confusion_matrices(
     ``items`` is a list of ``(run name, square matrix)``; rows are true labels, columns are
     predictions. ``classes`` labels the ticks when its length matches the matrix size.
     """
+    fig = confusion_matrices_figure(items, classes)
+    return None if fig is None else _png(fig)
+
+
+def confusion_matrices_figure(
+    items: Sequence[tuple[str, Sequence[Sequence[float]]]], classes: Sequence[str]
+) -> Any:
+    """The :class:`~matplotlib.figure.Figure` of :func:`confusion_matrices` (``None``: no items).
+
+    The colour bar spans the full height of the panels and its label is two short lines, so
+    it fits beside a single row of small matrices (a one-line label longer than the bar was
+    cut off at the figure's edges).
+    """
     if not items:
         return None
     import numpy as np
@@ -206,8 +245,10 @@ def confusion_matrices(
     for ax in axes.flat[n:]:
         ax.set_axis_off()
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="Fraction of true class (row-normalised)")
-    return _png(fig)
+        bar = fig.colorbar(image, ax=axes, shrink=0.9, fraction=0.05)
+        bar.set_label("Fraction of true class\n(row-normalised)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    return fig
 
 
 def training_curves(curves: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> bytes | None:

@@ -32,7 +32,7 @@ from medistill.reports.plots import Group, as_map, finite, group_runs, mag_label
 DASH = "–"
 MODEL_HEADERS = (
     "Name|Role|Factor|Mag.|Input|Seed|Split|Accuracy (95% CI)|Macro F1 (95% CI)|"
-    "OvR accuracy (95% CI)|GFLOPs|Params|Latency (ms)"
+    "OvR accuracy (95% CI)|GFLOPs|Params|Latency ms, median (IQR)"
 ).split("|")
 AGGREGATE_HEADERS = (
     "Role|Factor|Mag.|Split|Seeds|Accuracy (mean ± std)|Macro F1 (mean ± std)".split("|")
@@ -40,10 +40,13 @@ AGGREGATE_HEADERS = (
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
 max-width:1200px;padding:0 1em;color:#222;line-height:1.45}h2{margin-top:1.6em;color:#333}
-h1{border-bottom:2px solid #ccc;padding-bottom:.2em}.scroll{overflow-x:auto}figure{margin:1em 0}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th{background:#f0f0f0}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;white-space:nowrap}
+h1{border-bottom:2px solid #ccc;padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}
+figure{margin:1em 0}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th{background:#f0f0f0;vertical-align:bottom}
+th,td{border:1px solid #ccc;padding:.3em .5em;text-align:left}
+td:first-child{overflow-wrap:anywhere;min-width:7em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fafafa}
+.v,.ci{white-space:nowrap}.ci{color:#555;font-size:.92em}
 img{max-width:100%;height:auto;border:1px solid #eee}figcaption,.caption{font-size:.9em;color:#555}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}
 footer{margin-top:3em;font-size:.8em;color:#888}
@@ -84,6 +87,18 @@ def fmt_ci(parts: tuple[float | None, ...], decimals: int = 3) -> str:
     if low is not None and high is not None:
         text += f" ({low:.{decimals}f}-{high:.{decimals}f})"
     return text
+
+
+def fmt_latency(efficiency: Any) -> str:
+    """Per-image latency as ``median (q25-q75)`` ms from an efficiency record (see
+    :func:`medistill.metrics.profile_model`); just the median for records without quartiles."""
+    eff = as_map(efficiency)
+    median = finite(eff.get("latency_ms"))
+    if median is None:
+        return DASH
+    decimals = 2 if median >= 0.1 else 3
+    return fmt_ci((median, finite(eff.get("latency_q25_ms")), finite(eff.get("latency_q75_ms"))),
+                  decimals)
 
 
 def role_aggregate_blocks(runs: Sequence[Mapping[str, Any]],
@@ -198,7 +213,7 @@ def _model_table(runs: Sequence[Mapping[str, Any]]) -> Table:
                 fmt_ci(run_metric(run, "ovr_accuracy")),
                 fmt_sig(eff.get("gflops")),
                 fmt_params(eff.get("params")),
-                _fmt_fixed(eff.get("latency_ms")),
+                fmt_latency(eff),
             ]
         )
     return Table(headers, rows, frozenset({2, 5, 7, 8, 9, 10, 11, 12}))
@@ -367,6 +382,20 @@ def _render_md(title: str, blocks: list[Block], footer: str) -> str:
     return "\n".join(out)
 
 
+_VALUE_CI = re.compile(r"(\S+) (\([^()]*\))")
+
+def _html_cell(text: str) -> str:
+    """A table cell's HTML: ``value (low-high)`` as two unbreakable parts, so that a narrow
+    column wraps between the value and its interval, never inside a number. Together with
+    the CSS (cells wrap; only the first column, the run names, may break inside a word) the
+    widest table fits a 1400 px window without hiding columns behind a scrollbar."""
+    match = _VALUE_CI.fullmatch(text)
+    if not match:
+        return html.escape(text)
+    value, ci = (html.escape(g) for g in match.groups())
+    return f'<span class="v">{value}</span> <span class="ci">{ci}</span>'
+
+
 def _render_html(title: str, blocks: list[Block], footer: str) -> str:
     esc = html.escape
     out = [
@@ -398,7 +427,7 @@ def _render_html(title: str, blocks: list[Block], footer: str) -> str:
             )
             for row in b.rows:
                 cells = "".join(
-                    ('<td class="num">' if i in b.numeric else "<td>") + esc(c) + "</td>"
+                    ('<td class="num">' if i in b.numeric else "<td>") + _html_cell(c) + "</td>"
                     for i, c in enumerate(row)
                 )
                 out.append(f"<tr>{cells}</tr>")
@@ -451,7 +480,8 @@ def write_report(out_dir: str | Path, results: dict) -> dict[str, Path]:
                    "metrics": {"accuracy" | "macro_f1" | "macro_precision" | "macro_recall"
                                | "ovr_accuracy": {"value": float, "low": float, "high": float}},
                    "confusion_matrix": [[int, ...], ...],   # rows = true, columns = predicted
-                   "efficiency": {"gflops": float, "params": int, "latency_ms": float},
+                   "efficiency": {"gflops": float, "params": int, "latency_ms": float,
+                                  "latency_q25_ms": float, "latency_q75_ms": float},
                    "history": [{"epoch": int, "train_loss": float, "val_...": float}, ...]}],
          "sections": [{"title": str, "text": str,          # method-specific, after the models
                        "table": {"headers": [str, ...], "rows": [[...], ...]},

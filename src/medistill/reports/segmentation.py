@@ -18,7 +18,7 @@ import numpy as np
 from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
 
 SEG_HEADERS = ("Name|Role|Model|Seed|Split|Cases|DSC (95% CI)|RVD (95% CI)|VOE (95% CI)|"
-               "HD95 px (95% CI)|GFLOPs|Params|Latency (ms)").split("|")
+               "HD95 px (95% CI)|GFLOPs|Params|Latency ms, median (IQR)").split("|")
 #: class index -> RGB overlay colour (background transparent)
 COLOURS = np.array([[0, 0, 0], [0, 200, 70], [230, 40, 40], [40, 90, 240], [240, 200, 0],
                     [200, 0, 200]], dtype=np.float32)
@@ -78,8 +78,8 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]],
         Heading,
         Para,
         Table,
-        _fmt_fixed,
         _text,
+        fmt_latency,
         fmt_params,
         fmt_sig,
         role_aggregate_blocks,
@@ -92,7 +92,7 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]],
                      _text(r.get("seed")), _text(r.get("split")), _text(r.get("n")),
                      _ci(m.get("dice")), _ci(m.get("rvd")), _ci(m.get("voe")),
                      _ci(m.get("hd95"), 1), fmt_sig(eff.get("gflops")),
-                     fmt_params(eff.get("params")), _fmt_fixed(eff.get("latency_ms"))])
+                     fmt_params(eff.get("params")), fmt_latency(eff)])
     blocks: list[Any] = [Heading("Models"), Table(SEG_HEADERS, rows,
                                                   frozenset(range(5, 13)))]
     blocks.append(Para(
@@ -124,12 +124,32 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]],
     return blocks
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """An (H, W, 3) uint8 image with the mask's classes blended in colour."""
-    img = image.astype(np.float32)
-    colours = COLOURS[np.clip(mask, 0, len(COLOURS) - 1)]
-    fg = (mask > 0)[..., None]
-    return np.where(fg, (1 - alpha) * img + alpha * colours, img).clip(0, 255).astype(np.uint8)
+def outline_width(shape: tuple[int, ...]) -> int:
+    """Contour width in pixels: 1 px up to 256 px images, about 1/256 of the side beyond."""
+    return max(1, round(max(shape[:2]) / 256))
+
+
+def contours(labels: np.ndarray, width: int = 1) -> np.ndarray:
+    """Boolean map of the inner boundary of every labelled region (``labels > 0``), ``width``
+    pixels thick (the boundary dilated inwards, so it never covers background)."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+
+    edges = find_boundaries(labels, mode="inner") & (labels > 0)
+    if width > 1:
+        edges = binary_dilation(edges, iterations=width - 1) & (labels > 0)
+    return edges
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """An (H, W, 3) uint8 copy of ``image`` with each class region of ``mask`` OUTLINED in
+    its colour (contours only: the tissue under a prediction stays visible, which a filled
+    blend hid)."""
+    out = np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=True)
+    mask = np.asarray(mask)
+    edges = contours(mask, outline_width(mask.shape) if width is None else width)
+    out[edges] = COLOURS[np.clip(mask[edges], 0, len(COLOURS) - 1)].astype(np.uint8)
+    return out
 
 
 def overlay_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]]) -> bytes:
@@ -176,6 +196,6 @@ def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[An
     path = Path(out_dir) / "figures" / "overlays.png"
     atomic_write_bytes(path, lambda f: f.write(overlay_figure(rows)))
     caption = (f"Test images (rows) with the ground truth and each model's prediction (seed "
-               f"{seed}) overlaid in colour: " + ", ".join(
+               f"{seed}) outlined in colour: " + ", ".join(
                    f"class {k} {c}" for k, c in ((1, "green"), (2, "red"), (3, "blue"))) + ".")
     return [{"key": "overlays", "path": "figures/overlays.png", "caption": caption}]

@@ -116,5 +116,6 @@ def weak_overlays(out_dir: Path, models: Mapping[str, Path], dataset: Any, eval_
     path = Path(out_dir) / "figures" / "overlays.png"
     atomic_write_bytes(path, lambda fh: fh.write(overlay_figure(rows)))
     caption = ("Test images (rows; pos = tumour image, neg = no tumour) with the truth and the "
-               "thresholded maps of the first seed's MIL teacher and distilled models (green).")
+               "thresholded maps of the first seed's MIL teacher and distilled models (outlined in "
+               "green).")
     return [{"key": "overlays", "path": "figures/overlays.png", "caption": caption}]
