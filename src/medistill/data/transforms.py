@@ -145,3 +145,89 @@ def color_jitter(
         m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
         x = torch.einsum("ij,jhw->ihw", m, x)
     return x.clamp_(0.0, 1.0).contiguous()
+
+
+# -- batched augmentation: one call per batch, per-sample parameters ------------------------
+
+#: the keys of one sample's parameters (:meth:`Augment.sample_params`)
+PARAM_KEYS = ("hflip", "vflip", "rot", "brightness", "contrast", "saturation", "hue")
+
+
+def stack_params(params: list[dict[str, float]]) -> dict[str, torch.Tensor]:
+    """Per-sample parameter dicts -> one (B,) tensor per key (flips bool, ``rot`` int64,
+    colour float32): the form :func:`augment_batch` takes."""
+    out = {k: torch.tensor([p[k] for p in params], dtype=torch.bool) for k in ("hflip", "vflip")}
+    out["rot"] = torch.tensor([int(p["rot"]) for p in params], dtype=torch.int64)
+    for k in PARAM_KEYS[3:]:
+        out[k] = torch.tensor([p[k] for p in params], dtype=torch.float32)
+    return out
+
+
+def dihedral_batch(x: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
+                   rot: torch.Tensor) -> torch.Tensor:
+    """Per-sample flips and 90-degree rotations of a (B, C, H, W) batch, in the order of
+    :meth:`Augment.apply` (horizontal flip, vertical flip, then ``rot`` x 90 degrees), so each
+    sample equals its per-sample result exactly (pure index permutations). One operation per
+    distinct (hflip, vflip, rot) in the batch (at most 16), none per sample."""
+    code = hflip.long() + 2 * vflip.long() + 4 * (rot.long() % 4)
+    if not bool(code.any()):
+        return x
+    if x.shape[-1] != x.shape[-2] and bool((rot % 2 == 1).any()):
+        raise ValueError(f"90-degree rotations of a batch need square images, got "
+                         f"{tuple(x.shape[-2:])}")
+    out = x.clone()
+    for c in torch.unique(code).tolist():
+        if c == 0:
+            continue
+        sel = (code == c).nonzero().squeeze(1)
+        y = x.index_select(0, sel)
+        if c & 1:
+            y = y.flip(-1)
+        if c & 2:
+            y = y.flip(-2)
+        if c >> 2:
+            y = torch.rot90(y, c >> 2, dims=(-2, -1))
+        out.index_copy_(0, sel, y)
+    return out
+
+
+def color_jitter_batch(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
+                       saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """:func:`color_jitter` for a (B, 3, H, W) batch with (B,) factors: the same operations
+    vectorised over the batch (equal to the per-sample results up to float rounding of the
+    reductions, ~1e-7)."""
+    def per(v: torch.Tensor) -> torch.Tensor:
+        return v.to(x.dtype).view(-1, 1, 1, 1)
+
+    luma = _RGB_TO_YIQ[0].view(1, 3, 1, 1).to(x.dtype)
+    x = x * per(brightness)
+    mean = (luma * x).sum(1, keepdim=True).mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * per(contrast) + mean
+    gray = (luma * x).sum(1, keepdim=True)
+    x = (x - gray) * per(saturation) + gray
+    turned = hue != 0
+    if bool(turned.any()):
+        a = 2 * math.pi * hue[turned].double()
+        c, s = torch.cos(a).float(), torch.sin(a).float()
+        rot = torch.zeros(len(a), 3, 3)
+        rot[:, 0, 0] = 1.0
+        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
+        m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(x.dtype)
+        sel = turned.nonzero().squeeze(1)
+        x = x.index_copy(0, sel, torch.einsum("bij,bjhw->bihw", m, x.index_select(0, sel)))
+    return x.clamp_(0.0, 1.0).contiguous()
+
+
+def augment_batch(images: torch.Tensor, params: dict[str, torch.Tensor] | None,
+                  mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) uint8 images -> augmented (``params`` as :func:`stack_params` gives, None:
+    none) and normalised float32, the batched form of what
+    :class:`~medistill.data.PairedViewDataset` does per sample (``to_tensor``,
+    :meth:`Augment.apply`, ``(x - mean) / std``)."""
+    x = images.float().div_(255.0)
+    if params is not None:
+        x = dihedral_batch(x, params["hflip"], params["vflip"], params["rot"])
+        if x.shape[1] == 3:
+            x = color_jitter_batch(x, params["brightness"], params["contrast"],
+                                   params["saturation"], params["hue"])
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
