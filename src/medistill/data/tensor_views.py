@@ -35,11 +35,12 @@ def _pass_through(batch: Any) -> Any:
 def decode_views(source: PairedViewDataset, names: Sequence[str],
                  indices: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """The ``uint8`` (N, C, H, W) tensor of each named view of ``source`` (all samples, or
-    ``indices``); one PIL decode + resize per image and view."""
+    ``indices``); one PIL decode + resize per image and view not in ``source``'s view cache
+    (and not added to it)."""
     rows = range(len(source)) if indices is None else indices
     out = {}
     for name in names:
-        arrays = [source.view_array(int(i), name) for i in rows]
+        arrays = [source.view_array(int(i), name, store=False) for i in rows]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise DataError(f"view {name!r}: images of different sizes {sorted(shapes)[:2]} "
