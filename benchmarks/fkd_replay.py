@@ -113,7 +113,8 @@ def _setup(args, names):
     info = json.loads((out / "init.json").read_text())
     items = [Sample(Path(p), y) for p, y in zip(info["paths"], info["labels"], strict=True)]
     views = _views(args)
-    arrays = np.load(out / "views.npz")
+    with np.load(out / "views.npz") as npz:  # each array read once (npz[name] re-reads)
+        arrays = {name: npz[name] for name in names}
     cache = {(str(s.path), views[name], None): arrays[name][i]
              for name in names for i, s in enumerate(items)}
     dataset = PairedViewDataset(items, views, info["mean"], info["std"], augment=Augment(),
