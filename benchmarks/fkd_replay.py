@@ -17,6 +17,9 @@ its ``VmHWM``), interleaved (the order rotates every repeat):
                     ``TensorViewDataset`` serving the teacher outputs stored for ``--draws``
                     augmentations per image (fp16, memory-mapped on disk, filled once by the
                     ``fill`` step, which is timed separately);
+``replay_nodiag``   the same with ``train.diag_every: 0`` (no per-term gradient shares: the
+                    recipe default computes them at the first step and every 50 steps, one
+                    extra set of gradients per epoch here);
 ``limit``           the cached limit: a bare PyTorch loop, student forward/backward + the same
                     loss against fixed stored teacher outputs, on pre-decoded normalised 28 px
                     tensors, no augmentation, no Trainer.
@@ -44,7 +47,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("online", "online_batched", "replay", "limit")
+VARIANTS = ("online", "online_batched", "replay", "replay_nodiag", "limit")
 TEMPERATURE = 4.0
 
 
@@ -145,13 +148,13 @@ def _kd(teacher, student):
                         pixel_weight=1.0, resize=("maxpool", "bicubic"))
 
 
-def _fit(args, method, train_set, name: str) -> list[float]:
+def _fit(args, method, train_set, name: str, diag_every: int = 50) -> list[float]:
     from medistill.config import TrainConfig
     from medistill.engine.trainer import Trainer
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam",
                       lr=1e-3, weight_decay=1e-4, schedule="cosine", seed=0, device="cpu",
-                      progress=False, tensorboard=False)
+                      progress=False, tensorboard=False, diag_every=diag_every)
     fit = Trainer(method, train_set, None, cfg, Path(args.out) / "work" / name).fit()
     return [h["images_per_s"] for h in fit["history"]]
 
@@ -198,7 +201,8 @@ def worker(args) -> None:
         Path(args.result).write_text("{}")
         return None
     names = {"online": ["teacher", "student"], "online_batched": ["teacher", "student"],
-             "fill": [], "replay": ["student"], "limit": ["student"]}[args.worker]
+             "fill": [], "replay": ["student"], "replay_nodiag": ["student"],
+             "limit": ["student"]}[args.worker]
     dataset, teacher, student = _setup(args, names)
     import torch
 
@@ -225,7 +229,8 @@ def worker(args) -> None:
             train = _replay_set(args, method, dataset)
             if not train.replay.filled:
                 raise SystemExit("replay cache not filled: run the fill step first")
-        res["epoch_images_per_s"] = _fit(args, method, train, args.worker)
+        res["epoch_images_per_s"] = _fit(args, method, train, args.worker,
+                                         0 if args.worker == "replay_nodiag" else 50)
     if "epoch_images_per_s" in res:
         later = res["epoch_images_per_s"][1:] or res["epoch_images_per_s"]
         res["images_per_s"] = statistics.median(later)  # after the first epoch

@@ -163,59 +163,69 @@ def stack_params(params: list[dict[str, float]]) -> dict[str, torch.Tensor]:
     return out
 
 
+_PERMUTATIONS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _dihedral_permutations(height: int, width: int) -> torch.Tensor:
+    """(16, H*W) source pixel of every output pixel for each (hflip, vflip, rot) code
+    ``hflip + 2 vflip + 4 rot`` (row -1 where an odd rotation of a non-square image changes
+    its shape)."""
+    key = (height, width)
+    if key not in _PERMUTATIONS:
+        grid = torch.arange(height * width).view(height, width)
+        rows = []
+        for code in range(16):
+            y = grid.flip(-1) if code & 1 else grid
+            y = y.flip(-2) if code & 2 else y
+            y = torch.rot90(y, code >> 2, dims=(-2, -1))
+            rows.append(y.flatten() if y.shape == grid.shape else torch.full_like(grid, -1
+                                                                                  ).flatten())
+        _PERMUTATIONS[key] = torch.stack(rows)
+    return _PERMUTATIONS[key]
+
+
 def dihedral_batch(x: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
                    rot: torch.Tensor) -> torch.Tensor:
     """Per-sample flips and 90-degree rotations of a (B, C, H, W) batch, in the order of
-    :meth:`Augment.apply` (horizontal flip, vertical flip, then ``rot`` x 90 degrees), so each
-    sample equals its per-sample result exactly (pure index permutations). One operation per
-    distinct (hflip, vflip, rot) in the batch (at most 16), none per sample."""
+    :meth:`Augment.apply` (horizontal flip, vertical flip, then ``rot`` x 90 degrees): one
+    gather with each sample's pixel permutation, so each sample equals its per-sample result
+    exactly, and no per-sample operation."""
     code = hflip.long() + 2 * vflip.long() + 4 * (rot.long() % 4)
     if not bool(code.any()):
         return x
-    if x.shape[-1] != x.shape[-2] and bool((rot % 2 == 1).any()):
-        raise ValueError(f"90-degree rotations of a batch need square images, got "
-                         f"{tuple(x.shape[-2:])}")
-    out = x.clone()
-    for c in torch.unique(code).tolist():
-        if c == 0:
-            continue
-        sel = (code == c).nonzero().squeeze(1)
-        y = x.index_select(0, sel)
-        if c & 1:
-            y = y.flip(-1)
-        if c & 2:
-            y = y.flip(-2)
-        if c >> 2:
-            y = torch.rot90(y, c >> 2, dims=(-2, -1))
-        out.index_copy_(0, sel, y)
-    return out
+    b, c, h, w = x.shape
+    perm = _dihedral_permutations(h, w)[code]
+    if bool((perm[:, 0] < 0).any()):
+        raise ValueError(f"90-degree rotations of a batch need square images, got {(h, w)}")
+    return x.reshape(b, c, h * w).gather(2, perm.unsqueeze(1).expand(b, c, h * w)
+                                         ).view(b, c, h, w)
 
 
 def color_jitter_batch(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
                        saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
-    """:func:`color_jitter` for a (B, 3, H, W) batch with (B,) factors: the same operations
-    vectorised over the batch (equal to the per-sample results up to float rounding of the
-    reductions, ~1e-7)."""
-    def per(v: torch.Tensor) -> torch.Tensor:
-        return v.to(x.dtype).view(-1, 1, 1, 1)
-
-    luma = _RGB_TO_YIQ[0].view(1, 3, 1, 1).to(x.dtype)
-    x = x * per(brightness)
-    mean = (luma * x).sum(1, keepdim=True).mean((1, 2, 3), keepdim=True)
-    x = (x - mean) * per(contrast) + mean
-    gray = (luma * x).sum(1, keepdim=True)
-    x = (x - gray) * per(saturation) + gray
-    turned = hue != 0
-    if bool(turned.any()):
-        a = 2 * math.pi * hue[turned].double()
-        c, s = torch.cos(a).float(), torch.sin(a).float()
-        rot = torch.zeros(len(a), 3, 3)
-        rot[:, 0, 0] = 1.0
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-        m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(x.dtype)
-        sel = turned.nonzero().squeeze(1)
-        x = x.index_copy(0, sel, torch.einsum("bij,bjhw->bihw", m, x.index_select(0, sel)))
-    return x.clamp_(0.0, 1.0).contiguous()
+    """:func:`color_jitter` for a (B, 3, H, W) batch with (B,) factors, as ONE affine map per
+    sample before the clamp: with luma weights ``l`` and ``m = b * mean(l . x)``, the steps
+    ``b x``, ``c (.) + (1 - c) m``, saturation ``S = s I + (1 - s) 1 l^T`` and the hue rotation
+    ``H`` (identity where hue is 0) compose to ``(c b H S) x + (1 - c) m H S 1``. Equal to the
+    per-sample results up to float rounding (~1e-6)."""
+    n = x.shape[0]
+    luma = _RGB_TO_YIQ[0].to(x.dtype)
+    flat = x.reshape(n, 3, -1)
+    b, c, s = (v.to(x.dtype) for v in (brightness, contrast, saturation))
+    m = b * (flat.mean(2) @ luma)  # (B,): the mean gray after the brightness factor
+    eye = torch.eye(3, dtype=x.dtype)
+    sat = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * luma.view(1, 1, 3)  # rows: 1 l^T
+    a = 2 * math.pi * hue.double()
+    cos, sin = torch.cos(a).to(x.dtype), torch.sin(a).to(x.dtype)
+    rot = eye.repeat(n, 1, 1)
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    turn = torch.where((hue != 0).view(-1, 1, 1),
+                       _YIQ_TO_RGB.to(x.dtype) @ rot @ _RGB_TO_YIQ.to(x.dtype), eye)
+    hs = turn @ sat
+    matrix = (c * b).view(-1, 1, 1) * hs
+    offset = ((1 - c) * m).view(-1, 1) * hs.sum(2)
+    out = torch.baddbmm(offset.unsqueeze(2), matrix, flat)
+    return out.view_as(x).clamp_(0.0, 1.0)
 
 
 def augment_batch(images: torch.Tensor, params: dict[str, torch.Tensor] | None,
