@@ -90,12 +90,14 @@ class PairedViewDataset(Dataset):
         image = load_image(self.samples[index].path)
         return center_crop_or_pad(image, self.image_size) if self.image_size else image
 
-    def view_array(self, index: int, name: str) -> np.ndarray:
+    def view_array(self, index: int, name: str, store: bool = True) -> np.ndarray:
+        """The (H, W, C) uint8 view, from the cache if there; ``store=False`` does not add it
+        (a one-off read of images that would not all fit)."""
         key = (str(self.samples[index].path), self.views[name], self.image_size)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
         array = self.views[name](self.original(index))
-        if self._cache is not None:
+        if self._cache is not None and store:
             self._cache[key] = array
         return array
 

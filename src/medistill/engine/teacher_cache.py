@@ -131,3 +131,138 @@ class TeacherCache:
         for a in [*self.arrays.values(), self.filled]:
             if isinstance(a, np.memmap):
                 a.flush()
+
+
+#: seeds the replay's random streams apart from the per-sample augmentation's ``[seed, epoch, i]``
+_REPLAY_STREAM = 0xF4D
+
+
+def dihedral_elements(flip: bool, rotate90: bool) -> list[tuple[bool, bool, int]]:
+    """The distinct (hflip, vflip, rot) transforms :class:`~medistill.data.Augment` can draw:
+    with flips and rotations the 8 elements of the dihedral group (a vertical flip is a
+    horizontal flip and a half turn), each as likely as under the per-sample draw."""
+    if flip and rotate90:
+        return [(h, False, r) for h in (False, True) for r in range(4)]
+    if flip:
+        return [(h, v, 0) for h in (False, True) for v in (False, True)]
+    if rotate90:
+        return [(False, False, r) for r in range(4)]
+    return [(False, False, 0)]
+
+
+def replay_params(augment: Any, size: int, draws: int, seed: int) -> dict[str, torch.Tensor]:
+    """The ``draws`` stored augmentations of every sample, (size, draws) per key.
+
+    Sample ``i`` gets the dihedral elements in a random order of its own (so K = 8 stores all 8
+    exactly once, K = 16 each twice, K < 8 a random subset) and colour jitter freshly sampled
+    per draw with the augmentation's own distribution; all from ``(seed, i)`` only."""
+    from medistill.data.transforms import stack_params
+
+    elements = dihedral_elements(augment.flip, augment.rotate90)
+    rows = []
+    for i in range(size):
+        rng = np.random.default_rng([_REPLAY_STREAM, seed, i])
+        order = rng.permutation(len(elements))
+        for k in range(draws):
+            p = augment.sample_params(rng)
+            p["hflip"], p["vflip"], p["rot"] = elements[order[k % len(elements)]]
+            rows.append(p)
+    return {k: v.view(size, draws) for k, v in stack_params(rows).items()}
+
+
+class TeacherReplay:
+    """Teacher outputs for K stored augmentation draws per sample, replayed every epoch (FKD,
+    "Fast Knowledge Distillation", Shen & Xing, ECCV 2022).
+
+    :meth:`fill` runs the frozen teacher once on each of the K augmented teacher views of every
+    sample; each epoch then picks one draw per sample (:meth:`draws`), the student's view gets
+    exactly that draw's parameters (:meth:`params_at`) and the loss uses the stored outputs
+    (:meth:`outputs`): with ``dtype="float32"`` a replayed step equals the online step on the
+    same augmentation bit for bit. Storage is a :class:`TeacherCache` of ``size x draws`` rows
+    (memory or memory-mapped disk, fingerprinted by ``key``).
+    """
+
+    def __init__(self, augment: Any, size: int, draws: int, seed: int, key: str,
+                 directory: str | Path | None = None, dtype: str = "float16") -> None:
+        if draws < 1:
+            raise TrainingError(f"teacher replay needs at least 1 draw per sample, got {draws}")
+        self.size, self.k, self.seed = size, draws, seed
+        self.cache = TeacherCache(size * draws, key, directory, dtype)
+        self.params = replay_params(augment, size, draws, seed)
+        self._epoch: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def filled(self) -> bool:
+        return bool(self.cache.arrays) and bool(np.all(self.cache.filled))
+
+    def draws(self, epoch: int) -> torch.Tensor:
+        """The stored draw (0 .. K-1) each sample replays in ``epoch``, from (seed, epoch)."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([_REPLAY_STREAM, self.seed, epoch, 1])
+            self._epoch = epoch, torch.from_numpy(rng.integers(0, self.k, self.size))
+        return self._epoch[1]
+
+    def params_at(self, indices: torch.Tensor, draws: torch.Tensor | int
+                  ) -> dict[str, torch.Tensor]:
+        """The augmentation parameters of draw ``draws`` of samples ``indices``, (B,) per key."""
+        d = torch.as_tensor(draws, dtype=torch.int64).expand(len(indices))
+        return {name: v[indices, d] for name, v in self.params.items()}
+
+    def outputs(self, indices: torch.Tensor, draws: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The stored teacher outputs (float32) of those draws."""
+        def missing() -> dict[str, torch.Tensor]:
+            raise TrainingError("teacher replay: outputs requested before fill() stored them")
+
+        return self.cache.get_or_compute(indices * self.k + draws, missing)
+
+    @torch.no_grad()
+    def fill(self, teacher: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
+             source: Any, view: str, batch_size: int = 64) -> int:
+        """Store the teacher's outputs for every draw of every sample not stored yet (a disk
+        cache of an interrupted fill is completed); returns how many images went through it.
+
+        ``source`` is the per-sample dataset (:class:`~medistill.data.PairedViewDataset`):
+        its ``view`` is decoded ``batch_size`` images at a time (never all at once), augmented
+        with each draw's parameters and normalised exactly as in training
+        (:func:`~medistill.data.transforms.augment_batch`)."""
+        from medistill.data.tensor_views import decode_views
+        from medistill.data.transforms import augment_batch
+
+        done = np.asarray(self.cache.filled).reshape(self.size, self.k)
+        todo = np.flatnonzero(~done.all(1))
+        count = 0
+        for start in range(0, len(todo), batch_size):
+            idx = torch.from_numpy(todo[start:start + batch_size])
+            images = decode_views(source, [view], idx.tolist())[view]
+            for k in range(self.k):
+                x = augment_batch(images, self.params_at(idx, k), source.mean, source.std)
+                self.cache.get_or_compute(idx * self.k + k, lambda x=x: teacher(x))
+                count += len(idx)
+        self.cache.flush()
+        return count
+
+
+def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping[str, Any]],
+                   source: Any, view_name: str, draws: int, directory: str | Path | None = None,
+                   dtype: str = "float16", batch_size: int = 64,
+                   previous: TeacherReplay | None = None, **settings: Any) -> Any:
+    """The training set of an augmented KD run with replayed teacher outputs: a
+    :class:`TeacherReplay` for ``source`` (the per-sample dataset: its samples, augmentation and
+    seed), filled with ``forward`` (the teacher on its view ``view_name``), and the
+    :class:`~medistill.data.tensor_views.TensorViewDataset` serving it. ``settings`` (view,
+    normalisation, image size) enter the :func:`fingerprint` with the draws, augmentation, seed
+    and dtype; ``previous`` is reused when its fingerprint is the same (e.g. the next student
+    factor of the same teacher and images)."""
+    from medistill.data.tensor_views import TensorViewDataset
+
+    if source.augment is None:
+        raise TrainingError("teacher replay needs an augmented training set")
+    key = fingerprint(teacher, [s.path for s in source.samples], draws=draws,
+                      augment=source.augment, seed=source.seed, dtype=dtype, **settings)
+    if previous is not None and previous.cache.key == key and previous.filled:
+        replay = previous
+    else:
+        replay = TeacherReplay(source.augment, len(source), draws, source.seed, key, directory,
+                               dtype)
+        replay.fill(forward, source, view_name, batch_size)
+    return TensorViewDataset(source, replay, teacher_view=view_name)

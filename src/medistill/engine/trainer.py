@@ -155,7 +155,11 @@ class Trainer:
 
     def _loader(self, dataset: Dataset, shuffle: bool, epoch: int = 0,
                 shard: bool = False) -> DataLoader:
-        """Batches of ``dataset``; ``shard``: this process's share of every global batch."""
+        """Batches of ``dataset``; ``shard``: this process's share of every global batch.
+
+        A dataset with ``__getitems__`` and a ``collate_fn`` (e.g.
+        :class:`~medistill.data.tensor_views.TensorViewDataset`) makes each batch in one call,
+        without per-sample items or collation."""
         world = dist_.world_size() if shard else 1
         if self.cfg.batch_size % world:
             raise TrainingError(f"{self.desc}: batch_size {self.cfg.batch_size} (the global "
@@ -169,6 +173,8 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.cfg.pin_memory and self.device.type == "cuda",
             drop_last=False,
+            # a dataset that builds whole batches (``__getitems__``) passes them through
+            collate_fn=getattr(dataset, "collate_fn", None),
         )
 
     # -- evaluation -------------------------------------------------------------------------

@@ -13,6 +13,9 @@ and checkpointed with the student (and dropped at export).
 
 With ``teacher_cache`` set (a :class:`~medistill.engine.teacher_cache.TeacherCache`; only valid
 when the teacher's view is not augmented), the teacher runs once per sample, not once per epoch.
+With augmentation, a :class:`~medistill.engine.teacher_cache.TeacherReplay` stores its outputs
+for K augmentation draws per sample and the batches carry the stored outputs of the draw their
+student view was augmented with (``batch["teacher_outputs"]``).
 """
 
 from __future__ import annotations
@@ -64,17 +67,23 @@ class ResolutionKD(Method):
         self.weights = (soft_weight, pixel_weight, label_weight)
         self.teacher_cache = None
 
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher on its view: ``{"features": final map, "logits": logits}`` (what
+        the caches store)."""
+        t_map, t_logits = self.teacher(x)
+        return {"features": t_map, "logits": t_logits}
+
     def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen teacher's (final map, logits), from the cache when there is one."""
-        x = batch["views"][self.views[0]]
-
-        def run() -> dict[str, torch.Tensor]:
-            with torch.no_grad():
-                t_map, t_logits = self.teacher(x)
-            return {"features": t_map, "logits": t_logits}
-
-        cache = self.teacher_cache
-        out = run() if cache is None else cache.get_or_compute(batch["index"], run)
+        """The frozen teacher's (final map, logits): replayed when the batch carries them
+        (``teacher_outputs``, see :class:`~medistill.engine.teacher_cache.TeacherReplay`), from
+        the cache when there is one, else computed."""
+        out = batch.get("teacher_outputs")
+        if out is None:
+            x = batch["views"][self.views[0]]
+            cache = self.teacher_cache
+            out = (self.teacher_forward(x) if cache is None
+                   else cache.get_or_compute(batch["index"], lambda: self.teacher_forward(x)))
         return out["features"], out["logits"]
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import load_model
-from medistill.engine.teacher_cache import TeacherCache, fingerprint
+from medistill.engine.teacher_cache import TeacherCache, fingerprint, replay_dataset
 from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.methods import ResolutionKD, Supervised
@@ -50,6 +50,15 @@ class AuxDataConfig(DataConfig):
     use_splits: list[str] = ["train"]
 
 
+class ReplayConfig(StrictModel):
+    """Teacher outputs for ``draws`` stored augmentations per image, replayed every epoch."""
+
+    draws: int = Field(8, ge=1, description="augmentations per image (8: each flip/rotation)")
+    storage: Literal["memory", "disk"] = "memory"
+    dtype: Literal["float16", "float32"] = Field(
+        "float16", description="float32: every replayed step equals the online step exactly")
+
+
 class KDConfig(StrictModel):
     temperature: float = Field(4.0, gt=0)
     soft_weight: float = Field(1.0, ge=0)
@@ -58,6 +67,9 @@ class KDConfig(StrictModel):
     label_weight: float = Field(0.0, ge=0, description="optional CE on labels (paper: 0)")
     cache_teacher: Literal["none", "memory", "disk"] = Field(
         "none", description="teacher outputs computed once (needs augment.enabled: false)")
+    teacher_replay: ReplayConfig | None = Field(
+        None, description="augmented KD with teacher outputs stored for K augmentations per "
+        "image and replayed (FKD); None: the teacher runs every step")
 
 
 class ResolutionRecipe(StagedRecipe):
@@ -89,6 +101,11 @@ class ResolutionRecipe(StagedRecipe):
             raise ValueError("kd.cache_teacher needs augment.enabled: false (a cached teacher "
                              "output is only valid if the teacher sees the same input every "
                              "epoch)")
+        if self.kd.teacher_replay is not None and (not self.augment.enabled
+                                                   or self.kd.cache_teacher != "none"):
+            raise ValueError("kd.teacher_replay needs augment.enabled: true and "
+                             "kd.cache_teacher: none (without augmentation use "
+                             "kd.cache_teacher)")
         return self
 
     @model_validator(mode="after")
@@ -188,6 +205,16 @@ class ResolutionPipeline(Pipeline):
         val_set = make_dataset(self.val_samples, val_view, self.r.data, self.norm)
         if isinstance(method, ResolutionKD) and self.r.kd.cache_teacher != "none":
             method.teacher_cache = self._teacher_cache(method, samples, views["teacher"])
+        replay = self.r.kd.teacher_replay
+        if (isinstance(method, ResolutionKD) and replay is not None
+                and not (self.out / name / "train_done.json").is_file()):
+            train_set = replay_dataset(  # the previous run's replay is reused if it fits
+                method.teacher, method.teacher_forward, train_set, "teacher", replay.draws,
+                self.out / "teacher_replay" if replay.storage == "disk" else None,
+                replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None),
+                view=views["teacher"], normalization=self.norm,
+                image_size=self.r.data.image_size)
+            self._last_replay = train_set.replay
         return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
 
     def _teacher_cache(self, method: ResolutionKD, samples: SampleList,

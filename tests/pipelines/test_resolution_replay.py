@@ -1,0 +1,92 @@
+"""kd.teacher_replay in the resolution recipe: off by default (nothing changes), wired when on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medistill.data import PairedViewDataset, ResolutionView, SampleList
+from medistill.data.tensor_views import TensorViewDataset
+from medistill.engine.trainer import Trainer
+from medistill.errors import RecipeError
+from medistill.methods import ResolutionKD
+from medistill.models import create_model
+from medistill.pipelines.datasets import make_augment, make_dataset
+from medistill.pipelines.resolution import ResolutionPipeline
+
+from .test_resolution import tiny_recipe
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+N_IMAGES = 12
+
+
+def _kd() -> ResolutionKD:
+    torch.manual_seed(0)
+    teacher = create_model("small_resnet", 4)
+    return ResolutionKD(teacher, create_model("small_resnet", 4, input_size=28))
+
+
+def _pipeline(tmp_path, *extra: str) -> tuple[ResolutionPipeline, SampleList]:
+    pipe = ResolutionPipeline(tiny_recipe("runs=[kd]", "train.diag_every=0", *extra), tmp_path)
+    pipe._load_data()
+    pipe.val_samples = SampleList(pipe.val_samples.samples[:8], pipe.classes)  # kept fast
+    return pipe, SampleList(pipe.train_samples.samples[:N_IMAGES], pipe.classes)
+
+
+PAIR = {"teacher": ResolutionView(4), "student": ResolutionView(8)}
+
+
+def test_without_replay_kd_trains_exactly_as_before(tmp_path, monkeypatch) -> None:
+    """The default recipe (no kd.teacher_replay) trains on the per-sample dataset with the
+    teacher run every step: the same weights, bit for bit, as those components by hand."""
+    pipe, subset = _pipeline(tmp_path)
+    assert pipe.r.kd.teacher_replay is None and pipe.r.augment.enabled
+    seen = []
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: (
+        seen.append(type(self.train_set)), fit(self, resume))[1])
+    cfg = pipe.r.stage_train("kd", 0)
+    method = _kd()
+    pipe._train("kd", method, PAIR, subset, cfg, pipe._meta(pipe.r.student, 8))
+    assert seen == [PairedViewDataset] and method.teacher_cache is None
+    by_hand = _kd()
+    train = make_dataset(subset, PAIR, pipe.r.data, pipe.norm, make_augment(pipe.r.augment),
+                         cfg.seed)
+    val = make_dataset(pipe.val_samples, {"student": PAIR["student"]}, pipe.r.data, pipe.norm)
+    Trainer(by_hand, train, val, cfg.model_copy(update={"progress": False}),
+            tmp_path / "by_hand", num_classes=4).fit()
+    for (k, a), b in zip(method.student.state_dict().items(),
+                         by_hand.student.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch) -> None:
+    pipe, subset = _pipeline(
+        tmp_path, "kd.teacher_replay={draws: 2, storage: disk, dtype: float32}")
+    cfg = pipe.r.stage_train("kd", 0)
+    calls = []
+    forward = ResolutionKD.teacher_forward
+    monkeypatch.setattr(ResolutionKD, "teacher_forward",
+                        lambda self, x: (calls.append(len(x)), forward(self, x))[1])
+    seen = []
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: (
+        seen.append(self.train_set), fit(self, resume))[1])
+    meta = pipe._meta(pipe.r.student, 8)
+    pipe._train("a/kd", _kd(), PAIR, subset, cfg, meta)
+    assert sum(calls) == 2 * N_IMAGES  # the fill: 2 draws per image, none while training
+    pipe._train("b/kd", _kd(), PAIR, subset, cfg, meta)  # e.g. the next student factor
+    assert sum(calls) == 2 * N_IMAGES
+    assert all(isinstance(s, TensorViewDataset) and s.replay is not None for s in seen)
+    assert seen[0].replay is seen[1].replay
+    assert [p.name for p in (tmp_path / "teacher_replay").iterdir()] == [seen[0].replay.cache.key]
+    assert (tmp_path / "a/kd/log.csv").is_file() and (tmp_path / "b/kd/best.pt").is_file()
+
+
+def test_replay_needs_augmentation_and_no_plain_cache() -> None:
+    with pytest.raises(RecipeError, match="teacher_replay needs augment.enabled: true"):
+        tiny_recipe("kd.teacher_replay={draws: 4}", "augment.enabled=false")
+    with pytest.raises(RecipeError, match="cache_teacher"):
+        tiny_recipe("kd.teacher_replay={draws: 4}", "kd.cache_teacher=memory")
+    with pytest.raises(RecipeError, match="draws"):
+        tiny_recipe("kd.teacher_replay={draws: 0}")
