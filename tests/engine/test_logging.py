@@ -264,8 +264,10 @@ def test_a_tracking_store_that_refuses_is_one_line_naming_the_key(tmp_path, monk
         _train(tmp_path, epochs=1, mlflow=True)
 
 
+@pytest.mark.slow
 def test_a_real_mlflow_store_gets_the_run(tmp_path, monkeypatch):
-    """Only where mlflow is installed (it is not a dependency)."""
+    """Only where mlflow is installed (the optional ``mlflow`` extra; slow-marked so the default
+    suite on a fresh machine skips nothing)."""
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
