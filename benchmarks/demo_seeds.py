@@ -6,6 +6,9 @@ the markdown table of ``benchmarks/RESULTS.md`` ("demo"): teacher, baseline, KD 
 test accuracy, the paired differences with their 95% CIs, and the summary over seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/demo_seeds.py --seeds 0 1 2 3 4
+
+``--set key=value`` overrides the recipe (e.g. ``'runs=[baseline,kd]'``); a finished run in a
+seed's folder is reused, so a seed can be completed run by run.
 """
 
 from __future__ import annotations
@@ -62,13 +65,15 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/out/demo_seeds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--summarize", action="store_true", help="only print finished seeds")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[],
+                   help="recipe overrides (key=value), e.g. 'runs=[baseline,kd]'")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = []
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         if not args.summarize:
-            cfg = load_recipe(demo_recipe_path(), [f"seeds=[{seed}]"],
+            cfg = load_recipe(demo_recipe_path(), [*args.overrides, f"seeds=[{seed}]"],
                               {"demo_data": str(demo_data_root())})
             t0, c0 = time.time(), time.process_time()
             run_recipe(cfg, out, resume=(out / "recipe.json").exists(), progress=False)
