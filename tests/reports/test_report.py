@@ -364,3 +364,19 @@ def test_role_aggregate_blocks_average_each_role():
     table = next(b for b in role_aggregate_blocks(runs, [("dice", "DSC")]) if isinstance(b, Table))
     assert table.headers == ["Role", "Seeds", "DSC"]
     assert table.rows == [["kd", "2", "0.600 ± 0.141"], ["teacher", "1", "0.900"]]
+
+
+def test_segmentation_table_drops_metrics_no_run_has(tmp_path: Path) -> None:
+    """A weakly supervised (mil_fusion) run has DSC but no RVD/VOE/HD95: no dash columns."""
+    ci = {"value": 0.7, "low": 0.6, "high": 0.8}
+    runs = [{"name": f"seed{s}/{role}", "role": role, "seed": s, "split": "test", "n": 5,
+             "metrics": {"dice": ci, "pixel_f1": ci}} for s in (0, 1) for role in ("mil", "ikd")]
+    text = write_report(tmp_path, {"task": "segmentation", "title": "w", "classes": ["a", "b"],
+                                   "runs": runs})["md"].read_text(encoding="utf-8")
+    assert "DSC (95% CI)" in text and "DSC (mean ± sd)" in text
+    for header in ("RVD (95% CI)", "VOE (95% CI)", "HD95 px", "GFLOPs", "RVD (mean", "HD95 (mean"):
+        assert header not in text
+    full = dict(runs[0], metrics={"dice": ci, "rvd": ci, "voe": ci, "hd95": ci})
+    text = write_report(tmp_path / "full", {"task": "segmentation", "title": "s", "classes":
+                                            ["a", "b"], "runs": [full]})["md"].read_text("utf-8")
+    assert all(h in text for h in ("RVD (95% CI)", "VOE (95% CI)", "HD95 px (95% CI)"))

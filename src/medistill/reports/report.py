@@ -175,6 +175,14 @@ class Table:
     rows: list[list[str]]
     numeric: frozenset[int] = frozenset()
 
+    def without_empty(self, first: int = 0) -> Table:
+        """The table less the columns from ``first`` on that no run fills (all "–"): a
+        metric the task does not produce gets no column of dashes."""
+        keep = [i for i in range(len(self.headers))
+                if i < first or not self.rows or any(row[i] != DASH for row in self.rows)]
+        return Table([self.headers[i] for i in keep], [[row[i] for i in keep] for row in self.rows],
+                     frozenset(n for n, i in enumerate(keep) if i in self.numeric))
+
 
 @dataclass
 class FigureBlock:

@@ -94,7 +94,7 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]],
                      _ci(m.get("hd95"), 1), fmt_sig(eff.get("gflops")),
                      fmt_params(eff.get("params")), fmt_latency(eff)])
     blocks: list[Any] = [Heading("Models"), Table(SEG_HEADERS, rows,
-                                                  frozenset(range(5, 13)))]
+                                                  frozenset(range(5, 13))).without_empty(6)]
     blocks.append(Para(
         "Means over test cases with 95% bootstrap CIs. DSC: Dice; RVD: predicted/true area - 1 "
         "(signed); VOE: 1 - IoU; HD95: 95th-percentile Hausdorff distance in pixels of the "
@@ -102,10 +102,10 @@ def seg_blocks(runs: Sequence[Mapping[str, Any]],
     # aggregate over seeds
     roles = [str(r.get("role")) for r in runs]
     if len(set(roles)) < len(roles):  # some role has several seeds
-        blocks += role_aggregate_blocks(runs, [("dice", "DSC (mean ± sd)"),
-                                               ("rvd", "RVD (mean ± sd)"),
-                                               ("voe", "VOE (mean ± sd)"),
-                                               ("hd95", "HD95 (mean ± sd)")])
+        present = {k for r in runs for k in as_map(r.get("metrics"))}
+        blocks += role_aggregate_blocks(runs, [(k, h) for k, h in (
+            ("dice", "DSC (mean ± sd)"), ("rvd", "RVD (mean ± sd)"), ("voe", "VOE (mean ± sd)"),
+            ("hd95", "HD95 (mean ± sd)")) if k in present])
     if paired:
         blocks += paired_blocks(paired)
     # per class
