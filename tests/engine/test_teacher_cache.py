@@ -77,3 +77,28 @@ def test_fingerprint_tracks_weights_files_and_view(tmp_path: Path) -> None:
     changed = fingerprint(teacher, [image], view=ResolutionView(2))
     image.write_bytes(b"1234")
     assert changed != fingerprint(teacher, [image], view=ResolutionView(2))
+
+
+def test_fingerprint_tracks_the_teachers_code(tmp_path: Path, monkeypatch) -> None:
+    """Editing the file that defines the teacher's class opens a new cache (same weights)."""
+    import importlib.util
+    import sys
+
+    def load(body: str) -> torch.nn.Module:
+        src = tmp_path / "lab_teacher.py"
+        src.write_text("import torch\n\nclass Teacher(torch.nn.Module):\n"
+                       "    def __init__(self):\n        super().__init__()\n"
+                       "        self.fc = torch.nn.Linear(2, 2)\n\n"
+                       f"    def forward(self, x):\n        return {body}\n")
+        spec = importlib.util.spec_from_file_location("lab_teacher", src)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "lab_teacher", module)
+        spec.loader.exec_module(module)
+        torch.manual_seed(0)
+        return module.Teacher()
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"123")
+    before = fingerprint(load("self.fc(x)"), [image])
+    assert before == fingerprint(load("self.fc(x)"), [image])
+    assert before != fingerprint(load("self.fc(x) * 2"), [image])

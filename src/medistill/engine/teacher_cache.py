@@ -6,17 +6,21 @@ memory or on disk (memory-mapped ``.npy`` files), and a distillation method asks
 running the teacher again (``get_or_compute``).
 
 The cache is tied to a *fingerprint* of everything that determines the outputs: the teacher's
-weights, the sample files (path, size, modification time), the view and the normalisation
-(:func:`fingerprint`). A disk cache lives in ``<directory>/<fingerprint>/``; a different
-fingerprint (another teacher checkpoint, changed data or view) opens a new, empty cache and the
+weights, the sample files (path, size, modification time), the view and the normalisation, and
+the code that computes them: the torch and medistill versions and the source files of the
+teacher's classes and of medistill's views and augmentation (:func:`fingerprint`).
+A disk cache lives in ``<directory>/<fingerprint>/``; a different fingerprint (another teacher
+checkpoint, changed data, view or code) opens a new, empty cache and the
 stale ones beside it are deleted, so a stale output is never served.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,36 @@ from medistill.errors import TrainingError
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
+#: medistill modules whose code shapes what a teacher sees (their source enters the fingerprint)
+_VIEW_CODE = ("medistill.data.views", "medistill.data.transforms", "medistill.data.tensor_views",
+              "medistill.data.io")
+
+
+def code_digest(teacher: nn.Module) -> str:
+    """A digest of the code behind a teacher's outputs: torch and medistill versions, the source
+    files of every module class inside ``teacher`` and of medistill's view/augmentation modules.
+    An edited model or augmentation file changes it, so a disk cache is never served stale
+    across a code change (a change in a compiled extension is covered by its version only)."""
+    import medistill
+
+    modules = {type(m).__module__ for m in teacher.modules()} | set(_VIEW_CODE)
+    files = {getattr(sys.modules.get(name) or importlib.import_module(name), "__file__", None)
+             or name for name in modules}
+    h = hashlib.sha256(f"{torch.__version__}|{medistill.__version__}".encode())
+    for f in sorted(files):
+        h.update(f.encode())
+        try:
+            h.update(Path(f).read_bytes())
+        except OSError:  # a module without a readable source: its name stands for it
+            pass
+    return h.hexdigest()
+
+
 def fingerprint(teacher: nn.Module, sample_paths: Iterable[str | Path], **settings: Any) -> str:
-    """A hex digest of the teacher's weights, the sample files and any other ``settings``
-    (view, normalisation, image size: anything JSON-serialisable via ``repr``)."""
-    h = hashlib.sha256()
+    """A hex digest of the teacher's weights, the sample files, the code behind the outputs
+    (:func:`code_digest`) and any other ``settings`` (view, normalisation, image size: anything
+    JSON-serialisable via ``repr``)."""
+    h = hashlib.sha256(code_digest(teacher).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
