@@ -89,8 +89,8 @@ class MaskWriter:
         lg = F.interpolate(logits.float(), size=tuple(hw), mode="bilinear", align_corners=False)
         if not self.weak:
             return logits_to_labels(lg, self.threshold)[0].numpy().astype(np.uint8)
+        from medistill.metrics.weak_scoring import sigma_axes
         from medistill.metrics.weak_segmentation import smooth_probability
-        from medistill.pipelines.evaluate_weak import sigma_axes
 
         prob = torch.sigmoid(lg[0, 0]).numpy()
         prob = smooth_probability(prob, sigma_axes(self.sigma, prob.shape, self.image_size,
