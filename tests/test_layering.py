@@ -24,8 +24,11 @@ LAYERS: list[set[str]] = [
     {"data", "models", "losses", "metrics", "postprocess", "analysis"},
     {"reports"},  # render only: results in, HTML / figures out
     {"config"},  # the recipe schema (checks model names against the registry)
+    # what a model predicts and how it is scored (issue #14): model cards, one inference and
+    # metric path; below the engine (load_model reads the cards) and the methods (which
+    # validate through it)
+    {"tasks"},
     {"engine"},  # Trainer, checkpoints, the Method interface, device / logging
-    {"tasks"},  # what a model predicts and how it is scored (issue #14)
     {"methods"},  # training objectives
     {"pipelines", "deploy"},  # recipes; export / predict
     {"cli"},

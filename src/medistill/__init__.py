@@ -9,8 +9,10 @@ included)::
     data, models, losses, metrics, postprocess, analysis
     reports        render only: results in, HTML / figures out (no model, no model file)
     config         the recipe schema (it checks model names against the model registry)
+    tasks          what a model predicts and how it is scored (model cards, the one
+                   inference and metric path): model files (engine) and validation (methods)
+                   use it
     engine         Trainer, the Method interface it drives, model files, devices, logging
-    tasks          what a model predicts and how it is scored
     methods        the training objectives (implement engine.method.Method)
     pipelines, deploy   recipes (train, evaluate, predict the report's figures); export, predict
     cli

@@ -40,6 +40,7 @@ from medistill.pipelines.instance_data import (
     make_instance_augment,
 )
 from medistill.pipelines.overlays import write_instance_overlays
+from medistill.postprocess import has_mutex_watershed
 from medistill.postprocess.affinity import POSTPROCESSORS
 from medistill.reports.instance import instance_sections
 
@@ -267,8 +268,6 @@ def _summary(r: GraphRelationRecipe) -> str:
 
 def _notes(r: GraphRelationRecipe, n_train: int, n_val: int, n_test: int) -> list[str]:
     k, d, p = r.kd, r.data, r.postprocess
-    from medistill.postprocess import has_mutex_watershed
-
     pp = p.method if p.method != "auto" else (
         "mutex" if has_mutex_watershed() else "watershed (mwatershed not installed)")
     return [
