@@ -1,4 +1,5 @@
-"""Checking an output location before the work that fills it, and tidying a reopened folder.
+"""Checking an output location before the work that fills it, tidying a reopened folder, and
+writing a file atomically (:func:`atomic_write_bytes`: never half a file at its path).
 
 Commands check where they will write before they start (a file in the way of a folder, a
 read-only location), so a long run or a batch prediction does not fail at its very end; the
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
-from medistill.errors import OutputError
+from medistill.errors import MedistillError, OutputError
 
 #: when this process started (temporary files older than this are stale)
 PROCESS_START = time.time()
-#: the temporary files of :func:`medistill.engine.checkpoint.atomic_write_bytes`
+#: the temporary files of :func:`atomic_write_bytes`
 _TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
@@ -70,3 +72,32 @@ def remove_stale_tmp(folder: str | Path, before: float = PROCESS_START) -> list[
         except OSError:
             continue  # gone already or not ours to delete
     return removed
+
+
+def atomic_write_bytes(path: str | Path, write) -> Path:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a file in the way, read-only, out of space: one line naming it
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, MedistillError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, lambda f: f.write(text.encode()))

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from medistill.errors import CheckpointError, OutputError
+from medistill.metrics.segmentation import logits_to_labels
+from medistill.metrics.weak_scoring import sigma_axes
+from medistill.metrics.weak_segmentation import smooth_probability
 from medistill.output import check_output_dir
 
 #: the file that marks a folder as masks medistill wrote
@@ -84,14 +87,9 @@ class MaskWriter:
 
     def mask(self, logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
         """(1, K, h, w) logits -> the (H, W) uint8 class mask at the original size ``hw``."""
-        from medistill.metrics.segmentation import logits_to_labels
-
         lg = F.interpolate(logits.float(), size=tuple(hw), mode="bilinear", align_corners=False)
         if not self.weak:
             return logits_to_labels(lg, self.threshold)[0].numpy().astype(np.uint8)
-        from medistill.metrics.weak_segmentation import smooth_probability
-        from medistill.pipelines.evaluate_weak import sigma_axes
-
         prob = torch.sigmoid(lg[0, 0]).numpy()
         prob = smooth_probability(prob, sigma_axes(self.sigma, prob.shape, self.image_size,
                                                    self.sigma_at))

@@ -1,7 +1,7 @@
 """Per-step loss terms and their share of the gradient: ``steps.csv`` next to ``log.csv``.
 
 A method's loss is a sum of weighted terms (``term/<name>`` in its training step's output, see
-:func:`medistill.methods.base.weighted_loss`). :class:`StepMonitor` writes one row per training
+:func:`medistill.engine.method.weighted_loss`). :class:`StepMonitor` writes one row per training
 step (one forward/backward; an optimiser step when ``grad_accum`` is 1)::
 
     epoch, step, loss, term_<name>...                       (every step)
@@ -27,20 +27,24 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medistill.engine.checkpoint import atomic_write_text
-from medistill.methods.base import Method, loss_terms
-
-STEPS_FILE = "steps.csv"
-#: the per-step columns: ``<prefix><term name>``
-VALUE, NORM, SHARE, COS = "term_", "norm_", "share_", "cos_"
-#: a term with a smaller mean gradient share is "not being tested"
-UNTESTED_SHARE = 0.01
+from medistill.engine.method import Method, loss_terms
+from medistill.metrics.steps import (  # noqa: F401  (the old import paths keep working)
+    COS,
+    NORM,
+    SHARE,
+    STEPS_FILE,
+    UNTESTED_SHARE,
+    VALUE,
+    TermSummary,
+    read_steps,
+    summarise_steps,
+)
 
 
 def trainable_parameters(method: Method) -> list[torch.nn.Parameter]:
@@ -142,54 +146,3 @@ def _float(v: Any) -> float:
 
 def _fmt(v: float) -> str:
     return str(v) if isinstance(v, int) else repr(float(v))
-
-
-# ------------------------------------------------------------------------ reading, summary
-def read_steps(path: str | Path) -> list[dict[str, Any]]:
-    """``steps.csv`` as a list of rows (empty cells left out); ``[]`` if there is no file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [{k: int(v) if k in ("epoch", "step") else float(v)
-                 for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-@dataclass(frozen=True)
-class TermSummary:
-    """One loss term over a run: mean |value| over all steps, mean gradient share and cosine
-    over the diagnostic steps (``None`` without any), and whether it is "not being tested"."""
-
-    name: str
-    mean_abs_value: float
-    steps: int
-    mean_share: float | None
-    mean_cos: float | None
-    diag_steps: int
-    untested: bool
-
-
-def _mean(values: list[float]) -> float | None:
-    values = [v for v in values if math.isfinite(v)]
-    return sum(values) / len(values) if values else None
-
-
-def summarise_steps(rows: Sequence[Mapping[str, float]],
-                    threshold: float = UNTESTED_SHARE) -> list[TermSummary]:
-    """Per term (in order of first appearance): see :class:`TermSummary`. A term is flagged
-    ``untested`` when its mean share is below ``threshold`` (1%)."""
-    names: list[str] = []
-    for row in rows:
-        names += [k[len(VALUE):] for k in row if k.startswith(VALUE) and k[len(VALUE):]
-                  not in names]
-    out = []
-    for name in names:
-        values = [abs(r[VALUE + name]) for r in rows if VALUE + name in r]
-        diag = [r for r in rows if "grad_norm" in r]
-        shares = [r.get(SHARE + name, 0.0) for r in diag]  # absent on a diag step = no share
-        share = _mean(shares)
-        out.append(TermSummary(
-            name=name, mean_abs_value=_mean(values) or 0.0, steps=len(values),
-            mean_share=share, mean_cos=_mean([r[COS + name] for r in diag if COS + name in r]),
-            diag_steps=len(diag), untested=share is not None and share < threshold))
-    return out

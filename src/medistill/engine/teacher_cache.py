@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medistill.data.tensor_views import TensorViewDataset, decode_views
+from medistill.data.transforms import augment_batch, stack_params
 from medistill.errors import TrainingError
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -186,8 +188,6 @@ def replay_params(augment: Any, size: int, draws: int, seed: int) -> dict[str, t
     Sample ``i`` gets the dihedral elements in a random order of its own (so K = 8 stores all 8
     exactly once, K = 16 each twice, K < 8 a random subset) and colour jitter freshly sampled
     per draw with the augmentation's own distribution; all from ``(seed, i)`` only."""
-    from medistill.data.transforms import stack_params
-
     elements = dihedral_elements(augment.flip, augment.rotate90)
     rows = []
     for i in range(size):
@@ -255,9 +255,6 @@ class TeacherReplay:
         its ``view`` is decoded ``batch_size`` images at a time (never all at once), augmented
         with each draw's parameters and normalised exactly as in training
         (:func:`~medistill.data.transforms.augment_batch`)."""
-        from medistill.data.tensor_views import decode_views
-        from medistill.data.transforms import augment_batch
-
         done = np.asarray(self.cache.filled).reshape(self.size, self.k)
         todo = np.flatnonzero(~done.all(1))
         count = 0
@@ -283,8 +280,6 @@ def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping
     normalisation, image size) enter the :func:`fingerprint` with the draws, augmentation, seed
     and dtype; ``previous`` is reused when its fingerprint is the same (e.g. the next student
     factor of the same teacher and images)."""
-    from medistill.data.tensor_views import TensorViewDataset
-
     if source.augment is None:
         raise TrainingError("teacher replay needs an augmented training set")
     key = fingerprint(teacher, [s.path for s in source.samples], draws=draws,

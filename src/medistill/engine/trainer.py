@@ -3,7 +3,7 @@
 Adam or SGD, cosine or step schedule, gradient accumulation, a checkpoint written atomically
 every epoch, exact resume, seeds, progress bars, one readable line per epoch (also in
 ``run.log``), CSV + TensorBoard (+ MLflow) logs and best-on-validation selection. Methods plug
-in through :class:`medistill.methods.base.Method`.
+in through :class:`medistill.engine.method.Method`.
 
 Exact resume: all randomness of an epoch is derived from ``(seed, epoch)`` (shuffling) and
 ``(seed, epoch, index)`` (augmentation, see :class:`~medistill.data.PairedViewDataset`), and the
@@ -37,8 +37,8 @@ from medistill.engine.logging import (
     epoch_line,
     flat_hparams,
 )
+from medistill.engine.method import Method
 from medistill.errors import CheckpointError, TrainingError
-from medistill.methods.base import Method
 
 TRAINER_FORMAT = "medistill-trainer/1"
 

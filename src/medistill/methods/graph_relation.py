@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medistill.engine.trainer import to_device
 from medistill.errors import RecipeError
 from medistill.losses import (
     AffinityGraphKD,
@@ -61,7 +62,9 @@ from medistill.losses import (
 from medistill.losses.affinity import DEFAULT_OFFSETS
 from medistill.methods.base import Method, freeze, register_method, weighted_loss
 from medistill.methods.memory_bank import MemoryBank
+from medistill.metrics.instance import aji, panoptic_quality
 from medistill.models.resunet import EmbeddingResUNet
+from medistill.postprocess import decode_embeddings
 
 INTRA_TERMS = ("agd", "igd")
 INTER_TERMS = ("inter_agd", "inter_igd")
@@ -105,10 +108,6 @@ class InstanceEmbedding(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        from medistill.engine.trainer import to_device
-        from medistill.metrics.instance import aji, panoptic_quality
-        from medistill.postprocess import decode_embeddings
-
         ajis, pqs = [], []
         for batch in loader:
             out, labels = self.predict(to_device(batch, device))

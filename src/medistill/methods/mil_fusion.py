@@ -44,6 +44,7 @@ from medistill.errors import RecipeError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
 from medistill.methods.base import freeze, register_method, weighted_loss
 from medistill.methods.segmentation import SegmentationMethod
+from medistill.metrics.weak_scoring import weak_scores
 from medistill.models.mil_segmenter import MILSegmenter
 
 MILLoss = MILDiceLoss | MILPoolingLoss
@@ -71,8 +72,6 @@ class WeakSegMethod(SegmentationMethod):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        from medistill.pipelines.evaluate_weak import weak_scores
-
         return weak_scores(self.deployable(), loader.dataset, self.threshold, self.sigma,
                            device=device, sigma_at=self.sigma_at)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medistill.engine.trainer import to_device
 from medistill.losses import FocalDiceLoss
 from medistill.methods.base import Method, register_method
+from medistill.metrics.segmentation import logits_to_labels, multiclass_case_metrics
 from medistill.models.segmenter import Segmenter
 
 
@@ -31,9 +33,6 @@ class SegmentationMethod(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        from medistill.engine.trainer import to_device
-        from medistill.metrics.segmentation import logits_to_labels, multiclass_case_metrics
-
         dice, iou = [], []
         for batch in loader:
             logits, masks = self.predict(to_device(batch, device))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -18,8 +18,16 @@ from medistill.models.registry import MODELS
 from medistill.models.segmenter import Segmenter
 from medistill.plugins import load_entry_points
 
-if TYPE_CHECKING:
-    from medistill.config import ModelConfig
+
+class ModelSpec(Protocol):
+    """What :func:`build_model` reads of a recipe's model section
+    (:class:`medistill.config.ModelConfig`; the schema sits above the models it names)."""
+
+    name: str
+    kwargs: dict[str, Any]
+    init_checkpoint: str | None
+    init_strict: bool
+
 
 #: ``@register_model("my_net")`` on a factory ``(num_classes, **kwargs) -> nn.Module``
 register_model = MODELS.register
@@ -40,7 +48,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise RecipeError(f"model {name!r} ({given}): {e}") from None
 
 
-def build_model(spec: ModelConfig, num_classes: int) -> nn.Module:
+def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     """The model a recipe's model section describes: :func:`create_model` with its ``name``
     and ``kwargs``, then, with ``init_checkpoint``, those initial weights (strict unless
     ``init_strict: false``; see :mod:`medistill.models.pretrained`)."""

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from medistill.errors import CheckpointError
+from medistill.files import MODEL_FORMAT, load_checkpoint
 
 #: torchvision / timm ResNet name prefix -> ours
 RESNET_RENAMES = (("conv1.", "stem.0."), ("bn1.", "stem.1."), ("fc.", "head."))
@@ -70,8 +71,6 @@ class InitReport:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a medistill model file or a plain PyTorch weights file."""
-    from medistill.engine.checkpoint import MODEL_FORMAT, load_checkpoint
-
     ckpt: dict[str, Any] = load_checkpoint(path)
     if ckpt.get("format") == MODEL_FORMAT or not all(torch.is_tensor(v) for v in ckpt.values()):
         state = next((ckpt[k] for k in ("state_dict", "model") if isinstance(ckpt.get(k), dict)),

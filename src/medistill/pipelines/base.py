@@ -33,6 +33,7 @@ from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hpara
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
 from medistill.pipelines.plan import plan_recipe
+from medistill.reports import write_report
 
 
 class StagedRecipe(StrictModel):
@@ -202,8 +203,6 @@ class Pipeline:
 
     def finish(self, results: dict[str, Any]) -> dict[str, Any]:
         """Write ``results.json`` and the report (rank 0)."""
-        from medistill.reports import write_report
-
         self.tracker.close_bar()
         if is_main():
             atomic_write_text(self.out / "results.json", json.dumps(results, indent=2))

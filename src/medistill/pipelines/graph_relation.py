@@ -14,7 +14,6 @@ of the teacher-student AJI gap each distilled student closes are written to the 
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +26,7 @@ from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
+from medistill.metrics.gap import gap_closed  # noqa: F401  (its old import path)
 from medistill.metrics.paired import paired_by_name
 from medistill.models import build_model
 from medistill.models.resunet import EmbeddingResUNet
@@ -39,7 +39,10 @@ from medistill.pipelines.instance_data import (
     load_instance_split,
     make_instance_augment,
 )
+from medistill.pipelines.overlays import write_instance_overlays
+from medistill.postprocess import has_mutex_watershed
 from medistill.postprocess.affinity import POSTPROCESSORS
+from medistill.reports.instance import instance_sections
 
 Run = Literal["no_kd", "intra", "full"]
 Stage = Literal["teacher", "no_kd", "intra", "full"]
@@ -186,8 +189,6 @@ class GraphRelationPipeline(Pipeline):
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports.instance import instance_sections, write_instance_overlays
-
         r = self.r
         if (self.out / "recipe.json").exists() and not self.resume:  # before any slow check
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")
@@ -229,32 +230,6 @@ class GraphRelationPipeline(Pipeline):
         return self.finish(results)
 
 
-def gap_closed(runs: list[dict[str, Any]], metric: str = "aji") -> dict[str, float | None]:
-    """Per distilled role: mean over seeds of ``(kd - no_kd) / (teacher - no_kd)`` on
-    ``metric`` (the teacher of the same seed, or the only teacher).
-
-    A seed whose teacher is not better than its no-KD student has no gap to close and is left
-    out (a ratio over a zero or negative gap is meaningless: it once printed "99.4 % of the gap
-    closed" for a student far below its baseline); ``None`` when no seed has a gap."""
-    def value(r: dict[str, Any]) -> float:
-        return float(r["metrics"][metric]["value"])
-
-    teachers = {r["seed"]: value(r) for r in runs if r["role"] == "teacher"}
-    plain = {r["seed"]: value(r) for r in runs if r["role"] == "no_kd"}
-    out: dict[str, float | None] = {}
-    for role in ("intra", "full"):
-        fractions = []
-        for r in runs:
-            if r["role"] != role or r["seed"] not in plain:
-                continue
-            t = teachers.get(r["seed"], next(iter(teachers.values()), None))
-            if t is None or t <= plain[r["seed"]]:
-                continue
-            fractions.append((value(r) - plain[r["seed"]]) / (t - plain[r["seed"]]))
-        out[role] = statistics.fmean(fractions) if fractions else None
-    return out
-
-
 def paired_differences(runs: list[dict[str, Any]], role: str, ref_role: str = "no_kd",
                        metric: str = "aji", n_resamples: int = 10_000,
                        seed: int = 0) -> list[dict[str, Any]]:
@@ -293,8 +268,6 @@ def _summary(r: GraphRelationRecipe) -> str:
 
 def _notes(r: GraphRelationRecipe, n_train: int, n_val: int, n_test: int) -> list[str]:
     k, d, p = r.kd, r.data, r.postprocess
-    from medistill.postprocess import has_mutex_watershed
-
     pp = p.method if p.method != "auto" else (
         "mutex" if has_mutex_watershed() else "watershed (mwatershed not installed)")
     return [

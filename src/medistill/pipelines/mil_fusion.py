@@ -38,9 +38,11 @@ from medistill.models import build_model
 from medistill.models.mil_segmenter import MILSegmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate_weak import SigmaAt, evaluate_weak, weak_scores
+from medistill.pipelines.overlays import weak_overlays
 from medistill.pipelines.role_reversal import IterativeFusion
 from medistill.pipelines.seg_data import SegAugmentConfig, make_seg_augment
 from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
+from medistill.reports.weak_segmentation import weak_sections
 
 Run = Literal["fusion_kd", "ikd"]
 STUDENT_SEED = 10_000  # offset of the round-1 student's initialisation seed
@@ -222,8 +224,6 @@ class MILFusionPipeline(Pipeline):
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports.weak_segmentation import weak_overlays, weak_sections
-
         r = self.r
         self._load_data()
         self.start()

@@ -35,6 +35,7 @@ from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
+from medistill.pipelines.overlays import write_overlays
 from medistill.pipelines.seg_data import (
     SegAugmentConfig,
     SegDataConfig,
@@ -170,8 +171,6 @@ class SegmentationPipeline(Pipeline):
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from medistill.reports.segmentation import write_overlays
-
         r = self.r
         if (self.out / "recipe.json").exists() and not self.resume:  # before any slow check
             raise RecipeError(f"{self.out} already has a run; pass --resume or another --out")

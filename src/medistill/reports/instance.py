@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from medistill.metrics.gap import gap_closed
+from medistill.output import atomic_write_bytes
 from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
 
 HEADERS = ("Name|Role|Seed|Images|AJI (95% CI)|PQ (95% CI)|DQ = F1|SQ|VOI split|VOI merge|"
@@ -71,8 +73,6 @@ def instance_blocks(runs: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 def instance_sections(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``results["sections"]``: efficiency ratios to the teacher and the AJI gap closed."""
-    from medistill.pipelines.graph_relation import gap_closed
-
     teacher = next((r for r in runs if r.get("role") == "teacher"), None)
     if teacher is None:
         return []
@@ -137,25 +137,14 @@ def instance_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarra
     return _png(fig)
 
 
-def write_instance_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any]
-                            ) -> list[dict[str, str]]:
-    """Predict ``items`` with every model file, write ``figures/instance_overlays.png``."""
-    from medistill.engine.checkpoint import atomic_write_bytes, load_model
-    from medistill.pipelines.evaluate_instances import dataset_for_model, predict_instances
-
-    if not items or not models:
+def write_instance_figure(out_dir: Path, rows: Sequence[tuple[str, np.ndarray,
+                                                           Mapping[str, np.ndarray]]]
+                          ) -> list[dict[str, str]]:
+    """Write ``figures/instance_overlays.png`` from ``rows`` of ``(title, image, {"truth":
+    labels, model name: labels, ...})`` (predicted by the caller,
+    :func:`medistill.pipelines.overlays.write_instance_overlays`); ``[]`` without rows."""
+    if not rows:
         return []
-    preds: dict[str, list[np.ndarray]] = {}
-    dataset = None
-    for name, path in models.items():
-        model, meta = load_model(path)
-        dataset = dataset_for_model(items, meta)
-        preds[name] = predict_instances(model, meta, items, dataset)
-    assert dataset is not None
-    rows = []
-    for i, item in enumerate(items):
-        image, truth = dataset.original(i)
-        rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
     path = Path(out_dir) / "figures" / "instance_overlays.png"
     atomic_write_bytes(path, lambda f: f.write(instance_figure(rows)))
     caption = ("Test images (rows): ground truth and each model's instances (first seed), each "

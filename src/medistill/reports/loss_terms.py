@@ -15,6 +15,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from medistill.metrics.steps import (
+    SHARE,
+    STEPS_FILE,
+    UNTESTED_SHARE,
+    VALUE,
+    read_steps,
+    summarise_steps,
+)
 from medistill.reports.plots import _figure_class, _png, mpl_text
 
 RUNS_PER_FIGURE = 6
@@ -26,8 +34,6 @@ HEADERS = ["Run", "Term", "Mean |value|", "Gradient share", "Cosine with total",
 def step_logs(out_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(run folder relative to out_dir, rows)`` of every ``steps.csv`` under ``out_dir``
     whose loss has at least two terms, in path order."""
-    from medistill.engine.diagnostics import STEPS_FILE, VALUE, read_steps
-
     logs = []
     for path in sorted(out_dir.rglob(STEPS_FILE)):
         rows = read_steps(path)
@@ -38,7 +44,6 @@ def step_logs(out_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def loss_term_blocks(out_dir: Path) -> list[Any]:
     """The block (heading, table, caption, figures); empty when no run has two terms."""
-    from medistill.engine.diagnostics import UNTESTED_SHARE, summarise_steps
     from medistill.reports.report import FigureBlock, Heading, Para, Table, fmt_sig
 
     logs = step_logs(out_dir)
@@ -88,8 +93,6 @@ def loss_term_fig(logs: list[tuple[str, list[dict[str, Any]]]]) -> Any:
     term near 0.01 are both readable; on one shared axis the smaller one was a flat line),
     then every term's gradient share on a common 0-1 axis."""
     import matplotlib
-
-    from medistill.engine.diagnostics import SHARE, VALUE
 
     names_per_run = [list(dict.fromkeys(k[len(VALUE):] for r in rows for k in r
                                         if k.startswith(VALUE))) for _, rows in logs]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medistill.output import atomic_write_bytes
 from medistill.reports.plots import _figure_class, _png, as_map, finite, metric_parts
 
 SEG_HEADERS = ("Name|Role|Model|Seed|Split|Cases|DSC (95% CI)|RVD (95% CI)|VOE (95% CI)|"
@@ -172,27 +173,15 @@ def overlay_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray
     return _png(fig)
 
 
-def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any],
-                   seed: int = 0) -> list[dict[str, str]]:
-    """Predict ``items`` with every model file, write ``figures/overlays.png``, return its
-    figure entry for ``results["figures"]``."""
-    from medistill.engine.checkpoint import atomic_write_bytes, load_model
-    from medistill.pipelines.evaluate_segmentation import dataset_for_segmenter, predict_masks
-
-    if not items or not models:
+def write_overlay_figure(out_dir: Path, rows: Sequence[tuple[str, np.ndarray,
+                                                          Mapping[str, np.ndarray]]],
+                         seed: int = 0) -> list[dict[str, str]]:
+    """Write ``figures/overlays.png`` from ``rows`` of ``(title, image, {"truth": mask,
+    model name: mask, ...})`` (the predictions come from the caller,
+    :func:`medistill.pipelines.overlays.write_overlays`); return its figure entry for
+    ``results["figures"]`` (``[]`` without rows)."""
+    if not rows:
         return []
-    preds: dict[str, list[np.ndarray]] = {}
-    dataset = None
-    for name, path in models.items():
-        model, meta = load_model(path)
-        dataset = dataset_for_segmenter(items, meta)
-        preds[name] = predict_masks(model, dataset, meta.get("threshold", 0.4))
-    assert dataset is not None
-    rows = []
-    for i, item in enumerate(items):
-        image, truth = dataset.pair(i)
-        masks = {"truth": truth, **{n: p[i] for n, p in preds.items()}}
-        rows.append((item.name, image, masks))
     path = Path(out_dir) / "figures" / "overlays.png"
     atomic_write_bytes(path, lambda f: f.write(overlay_figure(rows)))
     caption = (f"Test images (rows) with the ground truth and each model's prediction (seed "

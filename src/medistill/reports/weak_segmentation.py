@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from medistill.output import atomic_write_bytes
 from medistill.reports.plots import finite, metric_parts
 from medistill.reports.report import fmt_ci, fmt_mean_std
+from medistill.reports.segmentation import overlay_figure
 
 ROLE_NAMES = {"mil_teacher": "MIL teacher", "fusion_kd": "fusion KD, no role reversal",
               "ikd": "iterative fusion KD (full)"}
@@ -83,36 +85,14 @@ def weak_sections(runs: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[st
     return sections
 
 
-def weak_overlays(out_dir: Path, models: Mapping[str, Path], dataset: Any, eval_cfg: Any
-                  ) -> list[dict[str, str]]:
-    """``figures/overlays.png``: test images (half positive, half negative where possible),
-    truth and each model's thresholded (smoothed) map."""
-    from medistill.engine.checkpoint import atomic_write_bytes, load_model
-    from medistill.metrics.weak_segmentation import smooth_probability
-    from medistill.pipelines.evaluate_weak import predict_probabilities, sigma_axes
-    from medistill.reports.segmentation import overlay_figure
-
-    n = eval_cfg.overlays
-    pos = [i for i, y in enumerate(dataset.labels) if y]
-    neg = [i for i, y in enumerate(dataset.labels) if not y]
-    picks = (pos[: n - min(len(neg), n // 2)] + neg[: n // 2])[:n]
-    if not picks or not models:
+def write_weak_figure(out_dir: Path, rows: Sequence[tuple[str, np.ndarray,
+                                                       Mapping[str, np.ndarray]]]
+                      ) -> list[dict[str, str]]:
+    """``figures/overlays.png`` from ``rows`` of ``(title, image, {"truth": mask, model name:
+    thresholded map, ...})`` (predicted by the caller,
+    :func:`medistill.pipelines.overlays.weak_overlays`); ``[]`` without rows."""
+    if not rows:
         return []
-    sub = type(dataset)([dataset.items[i] for i in picks], [dataset.labels[i] for i in picks],
-                        dataset.num_classes, dataset.image_size, dataset.mean.flatten().tolist(),
-                        dataset.std.flatten().tolist(), None, dataset.mask_mode)
-    preds = {}
-    for name, path in models.items():
-        probs = predict_probabilities(load_model(path)[0], sub)
-        preds[name] = [(smooth_probability(p, sigma_axes(eval_cfg.sigma, p.shape, sub.image_size,
-                                                         eval_cfg.sigma_at))
-                        > eval_cfg.threshold).astype(np.uint8) for p in probs]
-    rows = []
-    for j, item in enumerate(sub.items):
-        image, truth = sub.pair(j)
-        label = "pos" if sub.labels[j] else "neg"
-        rows.append((f"{item.name} ({label})", image,
-                     {"truth": truth, **{n_: p[j] for n_, p in preds.items()}}))
     path = Path(out_dir) / "figures" / "overlays.png"
     atomic_write_bytes(path, lambda fh: fh.write(overlay_figure(rows)))
     caption = ("Test images (rows; pos = tumour image, neg = no tumour) with the truth and the "
