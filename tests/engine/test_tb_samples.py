@@ -128,3 +128,14 @@ def test_class_samples_frame_right_green_and_wrong_red():
                                      names=["benign", "tumour"])
     assert tuple(picture[0, 0]) == RIGHT_RGB and tuple(picture[0, 34]) == WRONG_RGB
     assert "item 1: predicted benign (p 0.88), true tumour" in caption
+
+
+def test_at_most_one_validation_batch_of_samples(tmp_path):
+    """``tb_samples`` over the batch size draws one batch: items validation collates together
+    (a crop-size mix would fail to collate in a larger batch)."""
+    train, val = _sets(n_train=8, n_val=6)
+    cfg = _cfg(epochs=1, batch_size=4, tensorboard=True, tb_samples=6)
+    Trainer(_method(), train, val, cfg, tmp_path, num_classes=4).fit()
+    (image,) = _events(tmp_path).Images("samples/val")
+    side = val[0]["views"]["input"].shape[-1]
+    assert image.width == 4 * side + 3 * 2

@@ -293,7 +293,8 @@ class Trainer:
         if (not c.tb_samples or self.val_set is None or not logger.images
                 or not (epoch == 1 or epoch % c.tb_samples_every == 0 or epoch == c.epochs)):
             return
-        n = min(c.tb_samples, len(self.val_set))  # type: ignore[arg-type]
+        # at most one validation batch: items that validation batches together collate here
+        n = min(c.tb_samples, c.batch_size, len(self.val_set))  # type: ignore[arg-type]
         loader = DataLoader(self.val_set, batch_size=n, sampler=list(range(n)),
                             collate_fn=getattr(self.val_set, "collate_fn", None))
         self.method.eval()
