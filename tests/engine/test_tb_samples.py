@@ -138,4 +138,4 @@ def test_at_most_one_validation_batch_of_samples(tmp_path):
     Trainer(_method(), train, val, cfg, tmp_path, num_classes=4).fit()
     (image,) = _events(tmp_path).Images("samples/val")
     side = val[0]["views"]["input"].shape[-1]
-    assert image.width == 4 * side + 3 * 2
+    assert (image.height, image.width) == (side, 4 * side + 3 * 2)  # 4 tiles, not 6
