@@ -65,6 +65,10 @@ class TrainConfig(StrictModel):
         "(at least 1); None: never")
     progress: bool = Field(True, description="progress bars (the epoch lines always print)")
     tensorboard: bool = True
+    tb_samples: int = Field(4, ge=0, le=16, description="TensorBoard pictures of the first N "
+                            "validation items (prediction vs truth); 0: off")
+    tb_samples_every: int = Field(5, ge=1, description="draw them at epoch 1, every N epochs "
+                                  "and the last")
     mlflow: bool = Field(False, description="log to MLflow (needs the mlflow package; "
                          "MLFLOW_TRACKING_URI says where)")
     mlflow_experiment: str | None = Field(None, description="MLflow experiment (medistill)")

@@ -140,6 +140,10 @@ def test_supervised_step_and_validation(single_thread):
         [{k: v[i] for k, v in _batch().items()} for i in range(2)], batch_size=2)
     scores = m.eval().validation_metrics(loader, torch.device("cpu"))
     assert set(scores) == {"aji", "pq"} and 0 <= scores["aji"] <= 1
+    picture, caption = m.sample_overlays(_batch())  # TensorBoard: instances outlined
+    truth = (picture[:, :16] == (0, 220, 0)).all(-1)
+    assert picture.shape == (16, 34, 3) and truth[2, 2:7].all() and truth[9, 8:15].all()
+    assert "prediction outlined magenta" in caption
 
 
 class _Crops(torch.utils.data.Dataset):

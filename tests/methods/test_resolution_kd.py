@@ -259,3 +259,13 @@ def test_supervised_head_only_trains_only_the_head() -> None:
     assert not model.head.training
     method.train()
     assert model.head.training and not model.layer1.training
+
+
+def test_tensorboard_samples_show_the_student_view(kd: ResolutionKD) -> None:
+    batch = _batch()
+    picture, caption = kd.eval().sample_overlays(batch)
+    student = batch["views"][kd.views[1]]
+    side = student.shape[-1]
+    assert picture.shape == (side, 2 * side + 2, 3)  # the student's input, not the teacher's
+    pred = kd.predict(batch)[0].argmax(1).tolist()
+    assert f"item 1: predicted {pred[1]} " in caption and caption.endswith("true 2")

@@ -105,3 +105,55 @@ def test_sq_is_zero_without_matches_like_hovernet():
     cases = [perfect, instance_case_metrics(pred, truth)]
     rep = instance_report(cases, n_resamples=50)
     assert rep["metrics"]["sq"]["value"] == pytest.approx(0.5)  # not 1.0
+
+
+def _perturbed(truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A prediction from ``truth``: objects shifted, one dropped, one split, one spurious."""
+    from scipy.ndimage import shift
+
+    pred = np.zeros_like(truth)
+    ids = [i for i in np.unique(truth) if i]
+    for k, i in enumerate(ids[1:]):  # the first object is missed
+        moved = shift((truth == i).astype(float), rng.integers(-2, 3, 2), order=0) > 0.5
+        pred[moved & (pred == 0)] = 10 + k
+    if ids:
+        ys, xs = np.nonzero(pred == 10)
+        pred[ys[: len(ys) // 2], xs[: len(xs) // 2]] = 99  # part of one object: a split
+    pred[:3, :3] = 77  # a false positive in the corner
+    return pred
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_panoptic_quality_agrees_with_monai(seed):
+    """Cross-check against MONAI's PanopticQualityMetric (one class: every object): the same
+    PQ, SQ and DQ (MONAI's "rq") to its smoothing constant, on perturbed predictions."""
+    import torch
+    from monai.metrics import PanopticQualityMetric
+
+    from tests.instance_fixtures import nuclei_pair
+
+    rng = np.random.default_rng(seed)
+    truth = nuclei_pair(seed, size=48, n=3 + seed % 4)[1].astype(np.int64)
+    pred = _perturbed(truth, rng)
+    ours = panoptic_quality(pred, truth)
+    assert ours["tp"] and ours["fp"] and ours["fn"]  # every term is exercised
+
+    def b2hw(labels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack([labels, labels > 0]).astype(np.int64))[None]
+
+    metric = PanopticQualityMetric(num_classes=1, metric_name=("pq", "sq", "rq"),
+                                   reduction="none", smooth_numerator=1e-9)
+    metric(b2hw(pred), b2hw(truth))
+    pq, sq, rq = (float(v.squeeze()) for v in metric.aggregate())
+    assert (ours["pq"], ours["sq"], ours["dq"]) == pytest.approx((pq, sq, rq), abs=1e-6)
+
+
+def test_panoptic_quality_of_two_empty_maps_is_one_where_monai_says_zero():
+    """Deliberate difference: nothing to find and nothing found is a perfect image (1.0, as
+    in HoVer-Net's evaluation); MONAI's smoothed ratio gives 0 / (0 + eps) = 0."""
+    import torch
+    from monai.metrics import compute_panoptic_quality
+
+    empty = np.zeros((8, 8), np.int64)
+    assert panoptic_quality(empty, empty)["pq"] == 1.0
+    assert float(compute_panoptic_quality(torch.from_numpy(empty), torch.from_numpy(empty))) == 0

@@ -4,6 +4,14 @@ For the score ``y^c`` of class ``c`` and the activations ``A^k`` of a layer:
 ``alpha_k^c = mean_{ij} d y^c / d A^k_ij`` (eq. 1) and
 ``L^c = ReLU(sum_k alpha_k^c A^k)`` (eq. 2). The map is upsampled (bilinear) to the input size
 and scaled to [0, 1] per image (divided by its maximum; an all-zero map stays zero).
+
+Compared with ``monai.visualize.GradCAM`` (``tests/analysis/test_gradcam.py``): for a given
+class the maps are the same (to 1e-5, given the same scaling: MONAI min-max rescales by
+default). We keep this one because MONAI's, with ``class_idx=None`` on a batch whose predicted
+classes differ, back-propagates ``logits[:, predicted].sum()``: every image's map then mixes
+the other images' classes (ours uses each image's own, eq. 1 per image); and because ours
+works on any named tap (not only a module's output), on models returning ``(features,
+logits)``, without touching parameter gradients or the model's train/eval mode.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Results tables the commands print: one column list per task, and the paired verdicts."""
+"""Results tables the commands print: one column list per task (a ``rich`` table on a
+terminal, plain fixed-width text elsewhere), and the paired verdicts."""
 
 from __future__ import annotations
 
@@ -70,17 +71,40 @@ INSTANCE_COLUMNS: list[Column] = [
 ]
 
 
-def print_table(runs: list[dict[str, Any]], columns: list[Column] = CLASSIFICATION_COLUMNS
-                ) -> None:
-    """A plain-text results table on stdout (classification columns by default)."""
-    def fit(text: str, width: int) -> str:
-        return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+def print_table(runs: list[dict[str, Any]], columns: list[Column] = CLASSIFICATION_COLUMNS,
+                console: Any = None) -> None:
+    """A results table on stdout (classification columns by default).
 
-    header = " ".join(fit(h, w) for h, w, _ in columns)
-    typer.echo(header)
-    typer.echo("-" * len(header))
-    for r in runs:
-        typer.echo(" ".join(fit(cell(r), w) for _, w, cell in columns))
+    On a terminal it is a ``rich`` table (bold header, columns sized to the terminal, long run
+    names folded rather than cut); anywhere else (a pipe, a file, a CI log) the same cells as
+    plain fixed-width text, one run a line under a dashed header, for ``grep`` and scripts.
+    ``console``: a ``rich.console.Console`` to print to (default: stdout's)."""
+    from rich.console import Console
+
+    console = console or Console()
+    cells = [[cell(r) for _, _, cell in columns] for r in runs]
+    if not console.is_terminal:
+        def fit(text: str, width: int) -> str:
+            return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+
+        header = " ".join(fit(h, w) for h, w, _ in columns)
+        typer.echo(header)
+        typer.echo("-" * len(header))
+        for row in cells:
+            typer.echo(" ".join(fit(c, w) for c, (_, w, _) in zip(row, columns, strict=True)))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for i, (h, w, _) in enumerate(columns):
+        longest = max([len(h)] + [len(row[i]) for row in cells])
+        table.add_column(h, justify="left" if w < 0 else "right",
+                         min_width=min(12, longest) if i == 0 else longest,
+                         overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_runs(runs: list[dict[str, Any]]) -> None:

@@ -149,7 +149,15 @@ def choose_level(
 
 # --------------------------------------------------------------------------- tissue mask
 def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
-    """Boolean tissue mask of an RGB ``uint8`` thumbnail: Otsu on (smoothed) HSV saturation."""
+    """Boolean tissue mask of an RGB ``uint8`` thumbnail: Otsu on (smoothed) HSV saturation.
+
+    Why not MONAI's ``ForegroundMask(hsv_threshold={"S": "otsu"})``, the same idea: compared
+    on the shared CMU-1 small-region slide (``tests/deploy/test_tissue_mask.py``) both find
+    the same tissue (IoU 0.87, tissue 32 % vs 28 %), but without the Gaussian smoothing its
+    mask has 4.6 x the isolated pixels (21,199 vs 4,636 on a 1024 x 766 thumbnail), and
+    without our floor (``MIN_SATURATION``) Otsu splits the scanner noise of a blank slide in
+    two, so it calls 40 % of an empty slide tissue (here: none). Its callable thresholds could
+    take the floor, but not the smoothing before the threshold; so we keep these few lines."""
     from skimage.filters import gaussian, threshold_otsu
 
     rgb = thumbnail.astype(np.float32) / 255.0

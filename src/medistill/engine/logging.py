@@ -10,7 +10,8 @@ file, ``log.csv``, TensorBoard and (optionally) MLflow.
   0.745@3  12.3 s  ETA 5m10s, run 14m``.
 - :class:`RunLogger`: per training stage; ``log.csv`` (one row per epoch), TensorBoard under
   ``tb/`` with grouped tags (:func:`tb_tag`; per-step loss terms and gradient shares from
-  :mod:`medistill.engine.diagnostics`, per-epoch means, validation scores, hyperparameters) and
+  :mod:`medistill.engine.diagnostics`, per-epoch means, validation scores, hyperparameters,
+  pictures of a few fixed validation items every few epochs: :meth:`RunLogger.log_samples`) and
   MLflow (``train.mlflow: true``). Both packages are optional and imported only when asked for;
   when one is asked for but not installed a one-line warning says so (once per process) and
   training goes on.
@@ -27,6 +28,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medistill.engine.checkpoint import atomic_write_text
 
@@ -337,6 +340,20 @@ class RunLogger:
         for row in rows:
             self._scalars({tb_tag(k): v for k, v in row.items() if k not in ("epoch", "step")},
                           int(row["step"]))
+
+    @property
+    def images(self) -> bool:
+        """Whether :meth:`log_samples` writes anything (TensorBoard is on and installed)."""
+        return self._tb is not None
+
+    def log_samples(self, tag: str, image: np.ndarray, caption: str, step: int) -> None:
+        """An (H, W, 3) uint8 picture of validation samples (image ``tag``, x = epoch) and its
+        caption (text ``tag``), from a method's
+        :meth:`~medistill.methods.base.Method.sample_overlays`."""
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+            self._tb.add_text(tag, caption, step)
+            self._tb.flush()
 
     def log_best(self, score: float, epoch: int) -> None:
         """The selection score of the best epoch (the hparams record's metric)."""

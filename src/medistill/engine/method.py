@@ -12,6 +12,7 @@ import functools
 import operator
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,6 +69,28 @@ class Method(nn.Module):
         logits, labels = predict_loader(self.predict, loader, device)
         cm = confusion_matrix(labels, logits.argmax(1), num_classes or logits.shape[1])
         return {name: float(v) for name, v in metrics_from_confusion(cm).items()}
+
+    def sample_input(self, batch: dict) -> torch.Tensor | None:
+        """The (N, C, H, W) images ``predict`` classifies, for the TensorBoard samples of
+        :meth:`sample_overlays`; None (the default): the method draws no samples."""
+        return None
+
+    @torch.no_grad()
+    def sample_overlays(self, batch: dict) -> tuple[np.ndarray, str] | None:
+        """A picture of a batch of fixed validation items and its caption, which the trainer
+        logs to TensorBoard every ``train.tb_samples_every`` epochs; None: nothing to show.
+
+        The default is classification (:func:`medistill.engine.samples.class_samples`: each
+        image framed green or red, predicted and true class in the caption) for a method that
+        says which images it classifies (:meth:`sample_input`). Segmentation methods override
+        it; the trainer itself knows no task."""
+        from medistill.engine.samples import class_samples  # draws with reports' contours
+
+        images = self.sample_input(batch)
+        if images is None:
+            return None
+        logits, labels = self.predict(batch)
+        return class_samples(images, logits, labels)
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)

@@ -261,6 +261,7 @@ class Trainer:
                     self.monitor.write(logger)
                     self._save(last, opt, sched, state)
                     logger.log_epoch(state["history"])
+                    self._log_samples(logger, epoch)
                 dist_.barrier()  # every rank sees the files of this epoch
                 if main:
                     seconds = time.perf_counter() - epoch_start
@@ -281,6 +282,25 @@ class Trainer:
                 logger.close(finished)
         return {"best_epoch": state["best_epoch"], "best_score": state["best"],
                 "select_metric": select, "history": state["history"]}
+
+    @torch.no_grad()
+    def _log_samples(self, logger: RunLogger, epoch: int) -> None:
+        """TensorBoard pictures of the first ``tb_samples`` validation items (always the same
+        ones), drawn by the method (:meth:`~medistill.methods.base.Method.sample_overlays`:
+        the trainer knows no task), at epoch 1, every ``tb_samples_every`` epochs and the last.
+        An eval-mode forward of a few items: no random stream or weight is touched."""
+        c = self.cfg
+        if (not c.tb_samples or self.val_set is None or not logger.images
+                or not (epoch == 1 or epoch % c.tb_samples_every == 0 or epoch == c.epochs)):
+            return
+        # at most one validation batch: items that validation batches together collate here
+        n = min(c.tb_samples, c.batch_size, len(self.val_set))  # type: ignore[arg-type]
+        loader = DataLoader(self.val_set, batch_size=n, sampler=list(range(n)),
+                            collate_fn=getattr(self.val_set, "collate_fn", None))
+        self.method.eval()
+        drawn = self.method.sample_overlays(to_device(next(iter(loader)), self.device))
+        if drawn is not None:
+            logger.log_samples("samples/val", *drawn, epoch)
 
     def _start_line(self, done: int) -> str:
         c = self.cfg

@@ -106,6 +106,17 @@ class InstanceEmbedding(Method):
         return self.deployable()(batch["image"]), batch["labels"]
 
     @torch.no_grad()
+    def sample_overlays(self, batch: dict) -> tuple[np.ndarray, str]:
+        """The images with every true and every decoded instance outlined (TensorBoard)."""
+        from medistill.engine.samples import mask_samples
+        from medistill.postprocess import decode_embeddings
+
+        out, labels = self.predict(batch)
+        pred = np.stack([decode_embeddings(o, self.offsets, **self.postprocess)
+                         for o in out.cpu()])
+        return mask_samples(batch["image"], pred, labels.cpu().numpy())
+
+    @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
         ajis, pqs = [], []

@@ -107,5 +107,8 @@ class ResolutionKD(Method):
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.student(batch["views"][self.views[1]])[1], batch["label"]
 
+    def sample_input(self, batch: dict) -> torch.Tensor:
+        return batch["views"][self.views[1]]
+
     def deployable(self) -> Classifier:
         return self.student

@@ -31,6 +31,17 @@ class SegmentationMethod(Method):
         return self.deployable()(batch["image"]), batch["mask"]
 
     @torch.no_grad()
+    def sample_overlays(self, batch: dict) -> tuple[np.ndarray, str] | None:
+        """The images with the ground truth and the prediction (at the method's
+        ``threshold``) outlined (:func:`medistill.engine.samples.mask_samples`)."""
+        from medistill.engine.samples import mask_samples
+        from medistill.metrics.segmentation import logits_to_labels
+
+        logits, masks = self.predict(batch)
+        pred = logits_to_labels(logits, self.threshold).cpu().numpy()
+        return mask_samples(batch["image"], pred, masks.cpu().numpy())
+
+    @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
         dice, iou = [], []

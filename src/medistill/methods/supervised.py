@@ -40,5 +40,8 @@ class Supervised(Method):
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(batch["views"][self.view])[1], batch["label"]
 
+    def sample_input(self, batch: dict) -> torch.Tensor:
+        return batch["views"][self.view]
+
     def deployable(self) -> Classifier:
         return self.model

@@ -8,7 +8,10 @@ From a predicted and a true instance map (``(H, W)`` ints, 0 = background, same 
   IoU > 0.5 are matches (unique by construction); DQ = TP / (TP + FP/2 + FN/2), SQ = mean
   IoU of the matches, PQ = DQ x SQ. An image with instances but no match has SQ = 0 (as in
   HoVer-Net's ``get_fast_pq``, ``sum(IoU) / (TP + 1e-6)``), so it counts in the dataset mean
-  of SQ instead of being left out;
+  of SQ instead of being left out. Our own small NumPy code (one overlap table serves AJI, PQ
+  and VOI), cross-checked against MONAI's ``PanopticQualityMetric`` in the tests (same PQ, SQ,
+  DQ = MONAI's RQ); one deliberate difference: an image with no true and no predicted
+  instance scores 1 here (nothing missed, nothing invented), 0 in MONAI's smoothed ratio;
 - ``f1``: object-level detection F1 with the same IoU > 0.5 matching, which is DQ by
   definition (reported under both names, as nuclei papers do);
 - ``voi_split``, ``voi_merge``: variation of information in bits (skimage's

@@ -9,10 +9,10 @@ file written when the run starts; an existing non-empty folder without it is ref
 Resume: the recipe must be the one saved in ``recipe.json``, except for the keys of
 :data:`RESUME_MAY_CHANGE`, which cannot change finished work: which ``runs`` and ``seeds`` to
 run and report (each run trains and is evaluated on its own), and how training is shown and fed
-(``progress``, ``tensorboard``, ``mlflow``, ``mlflow_experiment``, ``diag_every``,
-``num_workers``, ``pin_memory`` of ``train`` and of every stage; data order and augmentation
-depend only on seeds and epochs). Everything else is refused naming the keys -- e.g. more
-``train.epochs`` (the finished cosine schedule would train them at lr 0) or another
+(``progress``, ``tensorboard``, ``tb_samples(_every)``, ``mlflow``, ``mlflow_experiment``,
+``diag_every``, ``num_workers``, ``pin_memory`` of ``train`` and of every stage; data order and
+augmentation depend only on seeds and epochs). Everything else is refused naming the keys -- e.g.
+more ``train.epochs`` (the finished cosine schedule would train them at lr 0) or another
 ``eval.n_resamples`` (finished runs keep their cached ``eval.json``, so the report would mix two
 settings).
 """
@@ -53,7 +53,7 @@ RUN_MARKER = ".medistill-run"
 #: ``stages.<stage>.*`` key)
 RESUME_MAY_CHANGE = {"runs", "seeds"}
 RESUME_MAY_CHANGE_TRAIN = {"progress", "tensorboard", "num_workers", "pin_memory", "diag_every",
-                           "mlflow", "mlflow_experiment"}
+                           "mlflow", "mlflow_experiment", "tb_samples", "tb_samples_every"}
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -37,20 +37,9 @@ MODEL_HEADERS = (
 AGGREGATE_HEADERS = (
     "Role|Factor|Mag.|Split|Seeds|Accuracy (mean ± std)|Macro F1 (mean ± std)".split("|")
 )
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
-max-width:1200px;padding:0 1em;color:#222;line-height:1.45}h2{margin-top:1.6em;color:#333}
-h1{border-bottom:2px solid #ccc;padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}
-figure{margin:1em 0}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th{background:#f0f0f0;vertical-align:bottom}
-th,td{border:1px solid #ccc;padding:.3em .5em;text-align:left}
-td:first-child{overflow-wrap:anywhere;min-width:7em}
-td.num{text-align:right;font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fafafa}
-.v,.ci{white-space:nowrap}.ci{color:#555;font-size:.92em}
-img{max-width:100%;height:auto;border:1px solid #eee}figcaption,.caption{font-size:.9em;color:#555}
-pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}
-footer{margin-top:3em;font-size:.8em;color:#888}
-"""
+#: the page template (Jinja2) and its style sheet, shipped in the package
+TEMPLATES = Path(__file__).with_name("templates")
+_CSS = "\n" + (TEMPLATES / "report.css").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------- formatting
@@ -404,53 +393,43 @@ def _html_cell(text: str) -> str:
     return f'<span class="v">{value}</span> <span class="ci">{ci}</span>'
 
 
-def _render_html(title: str, blocks: list[Block], footer: str) -> str:
-    esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
+def _html_blocks(blocks: list[Block]) -> list[dict[str, Any]]:
+    """The blocks as plain dicts (``kind`` plus what the template shows) for ``report.html``:
+    paragraphs split at blank lines, table cells as HTML (:func:`_html_cell`), figures as
+    base64 PNGs."""
+    from markupsafe import Markup
+
+    out: list[dict[str, Any]] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")
+            out.append({"kind": "heading", "text": b.text, "level": b.level})
         elif isinstance(b, Para):
-            cls = f' class="{esc(b.css)}"' if b.css else ""
-            out += [f"<p{cls}>{esc(p.strip())}</p>" for p in re.split(r"\n\s*\n", b.text.strip())]
+            out.append({"kind": "para", "css": b.css,
+                        "paragraphs": [p.strip() for p in re.split(r"\n\s*\n", b.text.strip())]})
         elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b.items) + "</ul>")
+            out.append({"kind": "bullets", "items": b.items})
         elif isinstance(b, Table):
-            out.append('<div class="scroll"><table>')
-            out.append(
-                "<thead><tr>"
-                + "".join(f"<th>{esc(h)}</th>" for h in b.headers)
-                + "</tr></thead><tbody>"
-            )
-            for row in b.rows:
-                cells = "".join(
-                    ('<td class="num">' if i in b.numeric else "<td>") + _html_cell(c) + "</td>"
-                    for i, c in enumerate(row)
-                )
-                out.append(f"<tr>{cells}</tr>")
-            out.append("</tbody></table></div>")
+            out.append({"kind": "table", "headers": b.headers, "rows": [
+                [(i in b.numeric, Markup(_html_cell(c))) for i, c in enumerate(row)]
+                for row in b.rows]})
         elif isinstance(b, FigureBlock):
-            data = base64.b64encode(b.png).decode("ascii")
-            out.append(
-                f'<figure id="{esc(b.key)}"><img alt="{esc(b.key)}" '
-                f'src="data:image/png;base64,{data}">'
-                f"<figcaption>{esc(b.caption)}</figcaption></figure>"
-            )
+            out.append({"kind": "figure", "key": b.key, "caption": b.caption,
+                        "data": base64.b64encode(b.png).decode("ascii")})
         elif isinstance(b, Code):
-            out.append(f'<pre><code class="language-{esc(b.lang)}">{esc(b.text)}</code></pre>')
-    out += [f"<footer>{esc(footer)}</footer>", "</body>", "</html>", ""]
-    return "\n".join(out)
+            out.append({"kind": "code", "text": b.text, "lang": b.lang})
+    return out
+
+
+def _render_html(title: str, blocks: list[Block], footer: str) -> str:
+    """``report.html`` from the packaged Jinja2 template ``templates/report.html.j2`` (page
+    skeleton, one macro-free branch per block kind; autoescaped) and ``report.css``."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2").render(
+        title=title, blocks=_html_blocks(blocks), footer=footer)
 
 
 # ------------------------------------------------------------------------------------ writing
