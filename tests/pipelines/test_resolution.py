@@ -153,7 +153,9 @@ def test_resolutions_in_microns_per_pixel_become_factors():
 
 
 def test_upsampled_student_sees_the_original_size(tmp_path):
-    recipe = tiny_recipe("runs=[baseline]", "upsample_student=true", "eval.latency=false")
+    recipe = tiny_recipe("runs=[baseline]", "upsample_student=true", "eval.latency=false",
+                         "data.subsample={train: 16, val: 8, test: 8}",  # 224 px: keep it small
+                         "stages={teacher: {epochs: 1}}")
     results = run_recipe(recipe, tmp_path, progress=False)
     assert results["runs"][1]["input_size"] == [224, 224]
     _, meta = load_model(tmp_path / "seed0/x2/baseline/best.pt")
@@ -173,7 +175,8 @@ def test_a_run_does_not_depend_on_the_other_runs_of_the_recipe(full_run, tmp_pat
 
 
 def test_cached_teacher_trains_the_same_student(tmp_path, single_thread):
-    common = ["runs=[kd]", "augment.enabled=false", "train.epochs=2"]
+    common = ["runs=[kd]", "augment.enabled=false", "train.epochs=2",
+              "data.subsample={train: 48, val: 8, test: 8}", "stages={teacher: {epochs: 1}}"]
     for mode in ("none", "disk"):
         run_recipe(tiny_recipe(*common, f"kd.cache_teacher={mode}"), tmp_path / mode,
                    progress=False)
