@@ -168,10 +168,12 @@ class GlobalBatchNorm(_BatchNorm):
     """Batch norm over the global batch of all ranks (train mode under DDP), on any device.
 
     The per-channel mean and then the variance (two passes, as in a single process) are
-    all-reduced with autograd (:class:`_AllReduceSum`), so outputs,
-    gradients and the running statistics (unbiased variance, as ``nn.BatchNorm``) equal those
-    of one process seeing the whole batch, up to float rounding. Outside DDP or in eval mode it
-    is the ordinary batch norm (:meth:`from_batchnorm` keeps every parameter and buffer)."""
+    all-reduced with autograd (:class:`_AllReduceSum`), so outputs, gradients and the running
+    statistics (unbiased variance, as ``nn.BatchNorm``) equal those of one process seeing the
+    whole batch, up to float rounding. Outside DDP or in eval mode it is the ordinary batch
+    norm (:meth:`convert` keeps every parameter, buffer and ``requires_grad``). Chosen over
+    per-rank statistics because those would make a 2-process run another model than the
+    1-process run with the same global batch (and ``torch.nn.SyncBatchNorm`` is GPU-only)."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -181,6 +183,7 @@ class GlobalBatchNorm(_BatchNorm):
         if not (self.training and is_distributed() and world_size() > 1):
             return super().forward(input)
         all_reduce = _AllReduceSum.apply
+        dtype, input = input.dtype, input.float()  # statistics in float32 (as under autocast)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         count = all_reduce(input.new_tensor(float(input.numel() // input.shape[1])))
@@ -198,7 +201,7 @@ class GlobalBatchNorm(_BatchNorm):
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(dtype)
 
     @classmethod
     def convert(cls, module: nn.Module) -> nn.Module:
