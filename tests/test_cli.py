@@ -103,12 +103,23 @@ def test_evaluate_rejects_a_non_model_file(tmp_path):
     assert res.returncode == 2 and str(bad) in res.stderr
 
 
-def test_nproc_refuses_methods_without_ddp_support(tmp_path):
+def test_nproc_refuses_pipelines_without_ddp_support(tmp_path, monkeypatch):
+    """Every packaged recipe supports DDP (issue #15); a pipeline that does not opt in (a
+    plugin's default) is refused before any process starts."""
+    from typer.testing import CliRunner
+
+    from medistill.cli import app
+    from medistill.errors import RecipeError
+    from medistill.pipelines import RECIPES
+
+    assert all(pipeline.supports_ddp for _, pipeline in RECIPES.values())
+    monkeypatch.setattr(RECIPES["more_from_less"][1], "supports_ddp", False)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"method: more_from_less\ndata: {{root: {demo_data_root()}}}\n")
-    res = medistill("run", str(recipe), "--nproc", "2", "--out", str(tmp_path / "o"))
-    assert res.returncode == 2
-    assert "does not support multi-process training" in res.stderr
+    res = CliRunner().invoke(app, ["run", str(recipe), "--nproc", "2", "--out",
+                                   str(tmp_path / "o")])
+    assert isinstance(res.exception, RecipeError)
+    assert "does not support multi-process training" in str(res.exception)
     assert not (tmp_path / "o").exists()
 
 

@@ -12,6 +12,11 @@ teacher's classes and of medistill's views and augmentation (:func:`fingerprint`
 A disk cache lives in ``<directory>/<fingerprint>/``; a different fingerprint (another teacher
 checkpoint, changed data, view or code) opens a new, empty cache and the
 stale ones beside it are deleted, so a stale output is never served.
+
+Under DDP a disk cache is shared by the processes of a node (:func:`shared_per_node`): local
+rank 0 fills it for every sample while the others wait at a barrier, then they open the same
+files and only read. On several nodes each node has its own ``node<i>/`` folder (the output
+folder need not be on a shared file system). A memory cache is per process.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +39,44 @@ from medistill.data.transforms import augment_batch, stack_params
 from medistill.errors import TrainingError
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
+_T = TypeVar("_T")
+
+
+def shared_per_node(build: Callable[[], _T], fill: Callable[[_T], Any]) -> _T:
+    """``build()`` a disk cache and ``fill`` it, once per node: under DDP local rank 0 builds
+    and fills while every other rank waits at a barrier, then builds its own handle on the
+    filled files (reading only). Single process: build and fill."""
+    from medistill.engine.distributed import barrier, is_distributed, local_rank
+
+    if not is_distributed():
+        obj = build()
+        fill(obj)
+        return obj
+    if local_rank() == 0:
+        obj = build()
+        fill(obj)
+    barrier()  # the node's cache is complete on disk
+    if local_rank() != 0:
+        obj = build()
+    return obj
+
+
+@torch.no_grad()
+def fill_cache(cache: TeacherCache, dataset: Any, view: str,
+               forward: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
+               batch_size: int, device: torch.device | str = "cpu") -> None:
+    """Store ``forward`` (the frozen teacher) on ``view`` of every sample of ``dataset`` (a
+    dataset without augmentation: the cached outputs must be those of every epoch)."""
+    from torch.utils.data import DataLoader
+
+    from medistill.engine.trainer import to_device
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=getattr(dataset, "collate_fn", None))
+    for batch in loader:
+        x = to_device(batch["views"][view], torch.device(device))
+        cache.get_or_compute(batch["index"], lambda x=x: forward(x))
+    cache.flush()
 
 
 #: medistill modules whose code shapes what a teacher sees (their source enters the fingerprint)
@@ -94,10 +137,11 @@ class TeacherCache:
             raise TrainingError(f"teacher cache dtype must be one of {sorted(_DTYPES)}")
         self.size, self.key, self.dtype = size, key, _DTYPES[dtype]
         if directory is not None:
-            from medistill.engine.distributed import is_distributed, rank
+            from medistill.engine.distributed import node_index
 
-            if is_distributed():  # each process caches the samples it sees, in its own folder
-                directory = Path(directory) / f"rank{rank()}"
+            node = node_index()  # several nodes: one cache per node (see shared_per_node)
+            if node is not None:
+                directory = Path(directory) / f"node{node}"
         self.dir = Path(directory) / key if directory is not None else None
         self.arrays: dict[str, np.ndarray] = {}
         self.filled = np.zeros(size, dtype=bool)
@@ -286,6 +330,11 @@ def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping
                       augment=source.augment, seed=source.seed, dtype=dtype, **settings)
     if previous is not None and previous.cache.key == key and previous.filled:
         replay = previous
+    elif directory is not None:  # DDP: filled once per node, read by its other ranks
+        replay = shared_per_node(
+            lambda: TeacherReplay(source.augment, len(source), draws, source.seed, key,
+                                  directory, dtype),
+            lambda rep: rep.fill(forward, source, view_name, batch_size))
     else:
         replay = TeacherReplay(source.augment, len(source), draws, source.seed, key, directory,
                                dtype)

@@ -213,6 +213,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(self.cfg.seed)
         self.method.to(self.device)
+        if dist_.is_distributed():  # global-batch statistics (before the optimizer sees them)
+            dist_.GlobalBatchNorm.convert(self.method)
         if self.cfg.channels_last:
             self.method.to(memory_format=torch.channels_last)
         opt = self._optimizer()

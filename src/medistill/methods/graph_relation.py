@@ -97,7 +97,9 @@ class InstanceEmbedding(Method):
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         emb, fg = self.deployable().embed(batch["image"])
-        return weighted_loss(*self.supervised(emb, fg, batch["labels"]))
+        from medistill.engine.distributed import global_batch
+        emb, fg, labels = global_batch(emb, fg, batch["labels"])  # DDP: the loss of all ranks
+        return weighted_loss(*self.supervised(emb, fg, labels))
 
     def deployable(self) -> EmbeddingResUNet:
         return self.model
@@ -136,8 +138,10 @@ class GraphRelationKD(InstanceEmbedding):
 
     With an inter-image term, the memory bank (its entries, write pointer, fill count and
     sampling RNG state) is part of :meth:`trainable_state`, so training checkpoints carry it
-    and a resumed run continues exactly (single process: with several processes each keeps
-    its own bank and the checkpoint holds rank 0's).
+    and a resumed run continues exactly. Under DDP the teacher maps of every rank are gathered
+    (:func:`~medistill.engine.distributed.global_batch`) before the loss and the push, so every
+    rank enqueues the whole global batch in the single-process order and draws the same
+    samples (same seed): each rank's bank equals the single-process bank.
     """
 
     frozen_prefixes = ("teacher",)
@@ -208,6 +212,10 @@ class GraphRelationKD(InstanceEmbedding):
         with torch.no_grad():
             t, _ = self.teacher.embed(x)
         s, fg = self.model.embed(x)
+        # DDP: every rank computes the loss (and pushes the bank entries) of the global batch,
+        # so each rank's memory bank equals the single-process bank
+        from medistill.engine.distributed import global_batch
+        s, fg, t, labels = global_batch(s, fg, t, labels)
         out, terms = self.supervised(s, fg, labels)
         if "agd" in self.terms:
             out["agd"] = self.agd(s, t)

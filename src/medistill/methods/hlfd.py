@@ -190,6 +190,8 @@ class SegmentationKD(SegmentationMethod):
         with torch.no_grad():
             t = self.teacher.features(x)
         s = self.student.features(x)
+        from medistill.engine.distributed import global_batch
+        s, t, mask = global_batch(s, t, mask)  # DDP: the loss of the global batch
         out = {"seg": self.seg_loss(s["logits"], mask)}
         zero = out["seg"].new_zeros(())
         if "ufd" in self.terms:

@@ -208,6 +208,8 @@ class JointEmbedding(Method):
         # computed per view, as in the reference VICReg/SimCLR code)
         z_a = self.expander("a")(pooled_features(self.encoder("a"), x_a))
         z_b = self.expander("b")(pooled_features(self.encoder("b"), x_b))
+        from medistill.engine.distributed import global_batch
+        z_a, z_b = global_batch(z_a, z_b)  # DDP: VICReg / NT-Xent over the global batch
         if self.loss_name == "vicreg":
             terms = self.criterion.terms(z_a, z_b)
             out = {k: v.detach() for k, v in terms.items()}

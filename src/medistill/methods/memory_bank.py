@@ -17,6 +17,12 @@ Sampling uses the bank's own ``torch.Generator`` (seeded with ``seed``), so it d
 on, or disturb, other users of the global RNG. :meth:`state` / :meth:`load_state` turn the
 bank into a flat dict of tensors and back (how :class:`~medistill.methods.GraphRelationKD`
 puts it into training checkpoints, so that a resumed run continues with the same bank).
+
+Under DDP every rank keeps a bank, and :class:`~medistill.methods.GraphRelationKD` pushes the
+entries of the GLOBAL batch (the teacher maps all-gathered from every rank in the
+single-process order, :func:`~medistill.engine.distributed.global_batch`); with the same seed
+every rank's bank (contents, pointer, count, generator) then equals the single-process bank
+step for step (tested in ``tests/test_distributed_recipes.py``).
 """
 
 from __future__ import annotations

@@ -89,7 +89,9 @@ class MILTraining(WeakSegMethod):
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         sides, fused = self.model.maps(batch["image"])
-        return {"loss": self.mil([*sides, fused], batch["label"])}
+        from medistill.engine.distributed import global_batch
+        sides, fused, label = global_batch(sides, fused, batch["label"])  # DDP: all ranks
+        return {"loss": self.mil([*sides, fused], label)}
 
     def deployable(self) -> MILSegmenter:
         return self.model
@@ -120,10 +122,12 @@ class FusionKD(WeakSegMethod):
         with torch.no_grad():
             _, target = self.teacher.maps(x)  # the teacher's fused soft map
         sides, fused = self.student.maps(x)
+        from medistill.engine.distributed import global_batch
+        sides, fused, target, label = global_batch(sides, fused, target, batch["label"])
         out = {"fusion_kd": self.kd([*sides, fused], target), "wce": self.wce(fused, target)}
         terms = {"fusion_kd": out["fusion_kd"], "wce": self.wce_weight * out["wce"]}
         if self.mil_weight:
-            out["mil"] = self.mil([*sides, fused], batch["label"])
+            out["mil"] = self.mil([*sides, fused], label)
             terms["mil"] = self.mil_weight * out["mil"]
         return weighted_loss(out, terms)
 

@@ -68,7 +68,9 @@ class SegSupervised(SegmentationMethod):
         self.threshold = threshold
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"loss": self.seg_loss(self.model(batch["image"]), batch["mask"])}
+        from medistill.engine.distributed import global_batch
+        logits, mask = global_batch(self.model(batch["image"]), batch["mask"])  # DDP: all ranks
+        return {"loss": self.seg_loss(logits, mask)}
 
     def deployable(self) -> Segmenter:
         return self.model

@@ -1,7 +1,9 @@
 """What every recipe pipeline shares: per-stage training settings, the output folder's life
 cycle (refuse to overwrite, ``recipe.json``, ``results.json`` + report at the end) and training
 one run with the trainer (skipped when its ``train_done.json`` exists, so ``--resume`` picks up
-where a run stopped). Under DDP every rank trains; rank 0 writes.
+where a run stopped). Under DDP every rank trains; rank 0 evaluates and writes (the other
+ranks get empty evaluation records and skip the report: ``run()`` returns
+``self.finish({})`` on them once training is over).
 
 Output folders: medistill writes only into a folder it created, marked by a ``.medistill-run``
 file written when the run starts; an existing non-empty folder without it is refused.
@@ -28,7 +30,7 @@ from pydantic import BaseModel
 
 from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text
-from medistill.engine.distributed import barrier, is_main
+from medistill.engine.distributed import barrier, broadcast_object, is_main
 from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hparams
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
@@ -96,7 +98,8 @@ def check_out_dir(out: Path, resume: bool) -> None:
 class Pipeline:
     """Base of the recipe pipelines: ``run()`` trains, evaluates and reports."""
 
-    #: whether ``medistill run --nproc N`` may run it (every rank trains, rank 0 reports)
+    #: whether ``medistill run --nproc N`` / torchrun may run it (every rank trains, rank 0
+    #: evaluates and reports); the packaged pipelines all do, a plugin opts in
     supports_ddp = False
 
     def __init__(self, recipe: Any, out_dir: str | Path, resume: bool = False,
@@ -182,6 +185,16 @@ class Pipeline:
                 {k: v for k, v in fit.items() if k != "history"}, indent=2))
         barrier()
         return run_dir / "best.pt"
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process evaluates and reports (rank 0; always with one process)."""
+        return is_main()
+
+    def main_value(self, compute: Any) -> Any:
+        """``compute()`` on rank 0, its value on every rank (e.g. a validation score that
+        decides what every rank trains next)."""
+        return broadcast_object(compute() if is_main() else None)
 
     def hparams(self) -> dict[str, Any]:
         """The recipe's settings other than ``train`` / ``stages`` (the trainer logs the

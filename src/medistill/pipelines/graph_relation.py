@@ -96,6 +96,7 @@ class GraphRelationRecipe(StagedRecipe):
 
 
 class GraphRelationPipeline(Pipeline):
+    supports_ddp = True  # every rank trains; rank 0 evaluates and reports
 
     # -- data -------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -212,6 +213,8 @@ class GraphRelationPipeline(Pipeline):
                 runs.append(self._evaluate(name, run, seed, path))
                 if seed == r.seeds[0]:
                     overlay_models[run] = path
+        if not self.is_main:  # training is over; rank 0 reports
+            return self.finish({})
         figures = []
         if r.eval.overlays:
             figures = write_instance_overlays(self.out, overlay_models,

@@ -106,6 +106,8 @@ class MILFusionRecipe(StagedRecipe):
 
 
 class MILFusionPipeline(Pipeline):
+    supports_ddp = True  # every rank trains; rank 0 evaluates and reports
+
     def __init__(self, recipe: MILFusionRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         super().__init__(recipe, out_dir, resume, progress)
@@ -192,9 +194,9 @@ class MILFusionPipeline(Pipeline):
         """The role-reversal comparison score of a model file, on the VALIDATION split."""
         if path not in self._val_cache:
             e = self.r.eval
-            scores = weak_scores(load_model(path)[0], self.val_set, e.threshold, e.sigma,
-                                 sigma_at=e.sigma_at)
-            self._val_cache[path] = scores[self.r.fusion.compare_metric]
+            self._val_cache[path] = self.main_value(lambda: weak_scores(  # the same on every rank
+                load_model(path)[0], self.val_set, e.threshold, e.sigma,
+                sigma_at=e.sigma_at)[self.r.fusion.compare_metric])
         return self._val_cache[path]
 
     def _test_f1(self, path: Path) -> float:
@@ -237,7 +239,7 @@ class MILFusionPipeline(Pipeline):
                 loop = IterativeFusion(self._round_trainer(seed, run), self.val_score,
                                        f.rounds, f.patience, f.min_delta, reverse=run == "ikd")
                 final, records = loop.run(teacher)
-                for rec in records:
+                for rec in records if self.is_main else []:  # rank 0 evaluates
                     rounds.append({"seed": seed, "run": run, **rec.as_dict(),
                                    "teacher_test_f1": self._test_f1(Path(rec.teacher)),
                                    "student_test_f1": self._test_f1(Path(rec.student))})
@@ -245,6 +247,8 @@ class MILFusionPipeline(Pipeline):
                 models[run] = final
             if seed == r.seeds[0]:
                 overlay_models = models
+        if not self.is_main:  # training is over; rank 0 reports
+            return self.finish({})
         atomic_write_text(self.out / "rounds.json", json.dumps(rounds, indent=2))
         figures = []
         if r.eval.overlays:

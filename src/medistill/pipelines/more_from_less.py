@@ -117,6 +117,8 @@ def level_name(level: Level) -> str:
 
 
 class MoreFromLessPipeline(Pipeline):
+    supports_ddp = True  # every rank trains; rank 0 evaluates and reports
+
     def __init__(self, recipe: MoreFromLessRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         super().__init__(recipe, out_dir, resume, progress)
@@ -284,6 +286,8 @@ class MoreFromLessPipeline(Pipeline):
                     path = self._supervised(f"{base}/supervised", level, seed)
                     runs += self._evaluate_encoder(f"{base}/supervised", path, level, seed,
                                                    "supervised", pair="supervised")
+        if not self.is_main:  # training is over; rank 0 reports
+            return self.finish({})
         sections = table_sections(runs, r)
         if r.analysis.enabled:
             sections += analyse(self, runs)

@@ -204,7 +204,8 @@ class ResolutionPipeline(Pipeline):
         val_view = {name_: views[name_] for name_ in views if name_ in ("input", "student")}
         val_set = make_dataset(self.val_samples, val_view, self.r.data, self.norm)
         if isinstance(method, ResolutionKD) and self.r.kd.cache_teacher != "none":
-            method.teacher_cache = self._teacher_cache(method, samples, views["teacher"])
+            method.teacher_cache = self._teacher_cache(method, samples, views["teacher"],
+                                                       train_set, cfg)
         replay = self.r.kd.teacher_replay
         if (isinstance(method, ResolutionKD) and replay is not None
                 and not (self.out / name / "train_done.json").is_file()):
@@ -217,12 +218,25 @@ class ResolutionPipeline(Pipeline):
             self._last_replay = train_set.replay
         return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
 
-    def _teacher_cache(self, method: ResolutionKD, samples: SampleList,
-                       view: ResolutionView) -> TeacherCache:
+    def _teacher_cache(self, method: ResolutionKD, samples: SampleList, view: ResolutionView,
+                       train_set: Any, cfg: TrainConfig) -> TeacherCache:
+        """The teacher's outputs, filled during the first epoch; under DDP a disk cache is
+        filled before training by local rank 0 and read by the node's other ranks."""
+        from medistill.engine.distributed import device_for_rank, is_distributed
+        from medistill.engine.teacher_cache import fill_cache, shared_per_node
+        from medistill.engine.trainer import resolve_device
+
         key = fingerprint(method.teacher, [s.path for s in samples.samples], view=view,
                           normalization=self.norm, image_size=self.r.data.image_size)
         where = self.out / "teacher_cache" if self.r.kd.cache_teacher == "disk" else None
-        return TeacherCache(len(samples.samples), key, where)
+        if where is None or not is_distributed():
+            return TeacherCache(len(samples.samples), key, where)
+        device = resolve_device(device_for_rank(cfg.device))
+        method.teacher.to(device)
+        return shared_per_node(lambda: TeacherCache(len(samples.samples), key, where),
+                               lambda c: fill_cache(c, train_set, "teacher",
+                                                    method.teacher_forward, cfg.batch_size,
+                                                    device))
 
     def _evaluate(self, name: str, role: str, factor: float, seed: int,
                   model_path: Path) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class HLFDRecipe(StagedRecipe):
 
 
 class SegmentationPipeline(Pipeline):
+    supports_ddp = True  # every rank trains; rank 0 evaluates and reports
+
     def __init__(self, recipe: HLFDRecipe, out_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         super().__init__(recipe, out_dir, resume, progress)
@@ -190,6 +192,8 @@ class SegmentationPipeline(Pipeline):
                 runs.append(self._evaluate(name, run, seed, path))
                 if seed == r.seeds[0]:
                     overlay_models[run] = path
+        if not self.is_main:  # training is over; rank 0 reports
+            return self.finish({})
         figures = []
         if r.eval.overlays:
             figures = write_overlays(self.out, overlay_models, self.test_items[: r.eval.overlays],
