@@ -114,12 +114,13 @@ def _ms(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):+.1f}{sd}"
 
 
-def grad_shares(out: Path, seed: int) -> dict[str, float]:
-    """Mean gradient share of each KD loss term over the diagnostic steps of ``seed``'s run."""
+def grad_shares(out: Path, seed: int) -> dict[str, tuple[float, float | None]]:
+    """(mean gradient share, mean cosine with the total gradient) of each KD loss term over
+    the diagnostic steps of ``seed``'s run."""
     steps = sorted((out / f"seed{seed}").glob("**/kd*/steps.csv"))
     if not steps:
         return {}
-    return {t.name: t.mean_share for t in summarise_steps(read_steps(steps[0]))
+    return {t.name: (t.mean_share, t.mean_cos) for t in summarise_steps(read_steps(steps[0]))
             if t.mean_share is not None}
 
 
@@ -140,7 +141,8 @@ def summarize(args: argparse.Namespace) -> str:
                               ("accuracy",), 10_000, 0)["metrics"]["accuracy"]
         gap.append(tb["value"])
         (kd,), _ = compare_runs(runs, len(CLASSES), models=("kd",))
-        shares = ", ".join(f"{k} {v:.2f}" for k, v in grad_shares(args.out, seed).items())
+        shares = ", ".join(f"{k} {v:.2f} (cos {c:.2f})" for k, (v, c) in
+                           grad_shares(args.out, seed).items())
         wt = args.out / f"seed{seed}" / "wall_time.json"
         w = json.loads(wt.read_text()) if wt.is_file() else None
         acc = {k: f"{100 * by_role[k]['metrics']['accuracy']['value']:.1f}"
