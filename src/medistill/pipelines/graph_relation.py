@@ -40,6 +40,7 @@ from medistill.pipelines.instance_data import (
     make_instance_augment,
 )
 from medistill.postprocess.affinity import POSTPROCESSORS
+from medistill.tasks import InstanceCard
 
 Run = Literal["no_kd", "intra", "full"]
 Stage = Literal["teacher", "no_kd", "intra", "full"]
@@ -113,10 +114,9 @@ class GraphRelationPipeline(Pipeline):
                                std=self.norm["std"])
 
     def _meta(self, spec: ModelConfig) -> dict[str, Any]:
-        return {"task": "instance", "model": spec.model_dump(), "classes": CLASSES,
-                "normalization": self.norm, "scale": self.r.data.scale,
-                "offsets": list(self.r.kd.offsets),
-                "postprocess": self.r.postprocess.model_dump()}
+        return InstanceCard(model=spec.model_dump(), classes=CLASSES, normalization=self.norm,
+                            scale=self.r.data.scale, offsets=list(self.r.kd.offsets),
+                            postprocess=self.r.postprocess.model_dump()).model_dump()
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
