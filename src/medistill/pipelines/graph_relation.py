@@ -116,7 +116,8 @@ class GraphRelationPipeline(Pipeline):
     def _meta(self, spec: ModelConfig) -> dict[str, Any]:
         return InstanceCard(model=spec.model_dump(), classes=CLASSES, normalization=self.norm,
                             scale=self.r.data.scale, offsets=list(self.r.kd.offsets),
-                            postprocess=self.r.postprocess.model_dump()).model_dump()
+                            postprocess=self.r.postprocess.model_dump(),
+                            data=self.r.data.model_dump(exclude={"root"})).model_dump()
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:

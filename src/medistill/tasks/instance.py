@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from medistill.tasks.base import ModelCard, Task, register_task
 
 
@@ -13,6 +15,8 @@ class InstanceCard(ModelCard):
     scale: float = 1.0
     offsets: list[int]
     postprocess: dict[str, Any] = {}
+    data: dict[str, Any] = Field({}, description="the data settings without the root "
+                                 "(medistill evaluate reads a split with them)")
 
 
 INSTANCE = register_task(Task(
