@@ -44,7 +44,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -105,18 +104,12 @@ class InstanceEmbedding(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        from medistill.engine.trainer import to_device
-        from medistill.metrics.instance import aji, panoptic_quality
-        from medistill.postprocess import decode_embeddings
+        """The final evaluation's AJI / PQ on the validation images (the instance task's one
+        routine: predicted at the training scale, scored at the ORIGINAL size)."""
+        from medistill.tasks.instance import validation_scores
 
-        ajis, pqs = [], []
-        for batch in loader:
-            out, labels = self.predict(to_device(batch, device))
-            for o, t in zip(out.cpu(), labels.cpu().numpy(), strict=True):
-                pred = decode_embeddings(o, self.offsets, **self.postprocess)
-                ajis.append(aji(pred, t))
-                pqs.append(panoptic_quality(pred, t)["pq"])
-        return {"aji": float(np.mean(ajis)), "pq": float(np.mean(pqs))}
+        return validation_scores(self.deployable(), loader.dataset, self.offsets,
+                                 self.postprocess, device)
 
 
 @register_method("graph_relation_kd")

@@ -2,14 +2,14 @@
 
 Batches are ``{"image": (N, 3, H, W), "mask": (N, H, W) long, "index": (N,)}`` from
 :class:`~medistill.data.segmentation.SegmentationDataset`. Validation scores are the mean
-per-image Dice over the foreground classes (``dice``, the metric a recipe selects on) and the
-mean IoU; binary masks are thresholded at 0.4 (see
-:func:`~medistill.metrics.segmentation.logits_to_labels`).
+per-case Dice over the foreground classes (``dice``, the metric a recipe selects on) and the
+mean IoU, computed by the same routine as the final evaluation (at the original mask size;
+:func:`medistill.tasks.segmentation.validation_scores`); binary masks are thresholded at 0.4
+(see :func:`~medistill.metrics.segmentation.logits_to_labels`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from medistill.losses import FocalDiceLoss
@@ -31,19 +31,12 @@ class SegmentationMethod(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        from medistill.engine.trainer import to_device
-        from medistill.metrics.segmentation import logits_to_labels, multiclass_case_metrics
+        """The final evaluation's Dice / IoU on the validation set (the segmentation task's
+        one routine: at the ORIGINAL mask size, items of a case stacked), not on the resized
+        masks of the batches."""
+        from medistill.tasks.segmentation import validation_scores
 
-        dice, iou = [], []
-        for batch in loader:
-            logits, masks = self.predict(to_device(batch, device))
-            k = num_classes or logits.shape[1]
-            preds = logits_to_labels(logits, self.threshold).cpu().numpy()
-            for p, t in zip(preds, masks.cpu().numpy(), strict=True):
-                per_class = multiclass_case_metrics(p, t, k, hd95=False)
-                dice.append(np.nanmean([m["dice"] for m in per_class.values()]))
-                iou.append(np.nanmean([m["iou"] for m in per_class.values()]))
-        return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou))}
+        return validation_scores(self.deployable(), loader.dataset, self.threshold, device)
 
 
 @register_method("seg_supervised")
