@@ -56,17 +56,18 @@ def task_of(name: str) -> str:
 
 
 def classes_of(task: str) -> list[str]:
-    return ["a", "b", "c"] if task == "classification" else ["background", "object"]
+    return ["benign", "malignant"] if task == "classification" else ["background", "object"]
 
 
-def model_card(name: str) -> dict:
-    """The meta the recipe pipeline of the model's task writes into its model files."""
+def model_card(name: str, data: dict | None = None) -> dict:
+    """The meta the recipe pipeline of the model's task writes into its model files (its data
+    section, where it has one, from ``data``)."""
     spec = ModelConfig(name=name, kwargs=TINY.get(name, {}))
     task = task_of(name)
     method = {"classification": "resolution_kd", "segmentation": "hlfd", "weak": "mil_fusion",
               "instance": "graph_relation"}[task]
     schema, pipeline = RECIPES[method]
-    recipe = schema.model_validate({"method": method, "data": {"root": "unused"},
+    recipe = schema.model_validate({"method": method, "data": {"root": "unused", **(data or {})},
                                     **({"model": spec.model_dump()} if task == "weak" else {})})
     owner = SimpleNamespace(r=recipe, classes=classes_of(task), norm=NORM)
     if task == "classification":

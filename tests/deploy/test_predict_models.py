@@ -143,7 +143,8 @@ def test_predict_takes_a_best_pt_classifier_and_refuses_instance_models(tmp_path
     assert res.returncode == 0, res.stderr
     assert "3 images:" in res.stdout and (tmp_path / "c.csv").is_file()
     inst = save_model(create_model("resunet_embedding", 2), {**CLS_META, "task": "instance",
-                      "model": {"name": "resunet_embedding", "kwargs": {}}}, tmp_path / "i.pt")
+                      "model": {"name": "resunet_embedding", "kwargs": {}}, "offsets": [1, 3]},
+                      tmp_path / "i.pt")  # a valid instance card (task layer, issue #14)
     with pytest.raises(CheckpointError, match="a instance model; predict takes classifiers"):
         predict_folder(inst, images, tmp_path / "d.csv")
     assert not (tmp_path / "d.csv").exists()

@@ -131,13 +131,21 @@ def test_bad_terms_and_mismatched_embeddings():
         GraphRelationKD(t, other)
 
 
-def test_supervised_step_and_validation(single_thread):
+def test_supervised_step_and_validation(single_thread, tmp_path):
+    from instance_fixtures import write_instance_dataset
+
+    from medistill.data.instance import InstanceDataset
+    from medistill.pipelines.instance_data import InstanceDataConfig, load_instance_split
+
     _, s = _nets()
     m = InstanceEmbedding(s, postprocess={"method": "watershed", "min_size": 1})
     out = m.training_step(_batch())
     assert set(out) >= {"loss", "affinity", "foreground"}
-    loader = torch.utils.data.DataLoader(
-        [{k: v[i] for k, v in _batch().items()} for i in range(2)], batch_size=2)
+    # validation scores the original label maps of an instance dataset (issue #14)
+    root = write_instance_dataset(tmp_path / "d", {"train": 1, "val": 2}, size=32)
+    items = load_instance_split(InstanceDataConfig(root=str(root), splits={
+        "train": "train", "val": "val", "test": "val"}), "val")
+    loader = torch.utils.data.DataLoader(InstanceDataset(items), batch_size=2)
     scores = m.eval().validation_metrics(loader, torch.device("cpu"))
     assert set(scores) == {"aji", "pq"} and 0 <= scores["aji"] <= 1
     picture, caption = m.sample_overlays(_batch())  # TensorBoard: instances outlined

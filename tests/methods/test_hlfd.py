@@ -133,10 +133,17 @@ def test_bad_terms_and_class_mismatch_are_recipe_errors():
         SegmentationKD(t3, student)
 
 
-def test_validation_metrics_report_dice_for_selection():
+def test_validation_metrics_report_dice_for_selection(tmp_path):
+    from seg_fixtures import write_seg_dataset
+
+    from medistill.data.segmentation import SegmentationDataset
+    from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
+
     _, student = _pair()
     method = SegSupervised(student).eval()
-    b = _batch()
-    loader = [b]
+    # validation scores the original masks of a segmentation dataset (issue #14)
+    root = write_seg_dataset(tmp_path / "d", {"train": 1, "val": 2}, size=32)
+    items = load_seg_split(SegDataConfig(root=str(root)), "val")
+    loader = torch.utils.data.DataLoader(SegmentationDataset(items, 2, 32), batch_size=2)
     scores = method.validation_metrics(loader, torch.device("cpu"), 2)
     assert set(scores) == {"dice", "iou"} and 0 <= scores["dice"] <= 1

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from medistill.cli.app import DEVICE_HELP, app, check_device_option
-from medistill.cli.tables import SEGMENTATION_COLUMNS, WEAK_COLUMNS, print_paired, print_table
+from medistill.cli.tables import (
+    INSTANCE_COLUMNS,
+    SEGMENTATION_COLUMNS,
+    WEAK_COLUMNS,
+    print_paired,
+    print_table,
+)
 from medistill.output import check_output_dir
 
 #: model file names that say nothing of the run (the folder names it)
@@ -65,14 +71,19 @@ def evaluate(
     from medistill.errors import DataError
     from medistill.pipelines.datasets import load_split
     from medistill.pipelines.evaluate import evaluate_classifier
+    from medistill.tasks import task_name
 
     check_device_option(device)
     if out:
         check_output_dir(out)
     checkpoint = checkpoints[0]
     model, meta = load_model(checkpoint)
-    if (meta.get("weak") or meta.get("task") == "segmentation") and len(checkpoints) > 1:
+    task = task_name(meta)
+    if task != "classification" and len(checkpoints) > 1:
         raise DataError(f"{checkpoints[1]}: only classifiers can be evaluated several at once")
+    if task == "instance":
+        _evaluate_instances(checkpoint, model, meta, data, split, n_resamples, out)
+        return
     if meta.get("weak"):
         _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out, device)
         return
@@ -180,6 +191,32 @@ def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data
                            "classes": meta["classes"],
                            "runs": [{k: v for k, v in record.items() if k != "cases"}]})
         typer.echo(f"report: {out / 'report.html'}")
+
+
+def _evaluate_instances(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
+                        split: str, n_resamples: int, out: Path | None) -> None:
+    """An instance (embedding) model on a role of its data (train / val / test)."""
+    from medistill.config import validate
+    from medistill.errors import CheckpointError
+    from medistill.pipelines.evaluate_instances import evaluate_instance_model
+    from medistill.pipelines.instance_data import InstanceDataConfig, load_instance_split
+
+    if not meta.get("data"):
+        raise CheckpointError(f"{checkpoint}: an instance model file from before its card "
+                              "recorded the data layout; evaluate it with its recipe")
+    cfg = validate(InstanceDataConfig, _data_section(meta, data), f"{checkpoint} data")
+    items = load_instance_split(cfg, split)
+    res = evaluate_instance_model(model, meta, items, n_resamples=n_resamples)
+    record = {"name": run_name(checkpoint), "model_file": str(checkpoint), "role": "evaluated",
+              "seed": 0, "data": str(data), "split": split, "model": meta["model"]["name"],
+              **res}
+    typer.echo(_where(data, split, len(items)))
+    print_table([record], INSTANCE_COLUMNS)
+    if out:
+        from medistill.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+        typer.echo(f"eval: {out / 'eval.json'}")
 
 
 def _data_section(meta: dict[str, Any], root: Path) -> dict[str, Any]:

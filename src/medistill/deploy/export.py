@@ -27,12 +27,19 @@ from medistill.deploy.predict import (
     EXPORT_SCHEMA,
     INPUT_NAME,
     OUTPUT_NAME,
-    SEGMENTATION_KEYS,
     ExportedModel,
     sidecar_path,
 )
 from medistill.engine.checkpoint import atomic_write_text, load_model
 from medistill.errors import CheckpointError, MedistillError
+from medistill.tasks import (
+    CLASSIFICATION,
+    IDENTITY_VIEW,
+    INSTANCE,
+    card_from_meta,
+    get_task,
+    task_name,
+)
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -40,12 +47,9 @@ PARITY_SEED = 0
 PARITY_BATCH = 2
 
 
-#: what the exported graph returns, per task (``None``: classification / segmentation)
-OUTPUT_KINDS = {
-    None: "logits (softmax for probabilities)",
-    "instance": "per-pixel embedding channels then 1 foreground logit (sigmoid)",
-}
-INSTANCE_KEYS = ("scale", "offsets", "postprocess")
+#: what the exported graph returns, per task (now each task's own; kept for old imports)
+OUTPUT_KINDS = {None: CLASSIFICATION.output_kind, "instance": INSTANCE.output_kind}
+INSTANCE_KEYS = INSTANCE.export_keys
 
 
 class LogitsOnly(nn.Module):
@@ -210,28 +214,27 @@ def export_model(
                 f"difference, atol {atol:g}); nothing written"
             )
 
-        task = meta.get("task", "classification")
+        card = card_from_meta(meta, str(model_path))
+        task = get_task(task_name(meta))
         info = {
             "schema": EXPORT_SCHEMA,
             "format": fmt,
             "source": str(model_path),
-            "task": task,
-            "model": meta.get("model"),
-            "classes": list(meta["classes"]),
+            "task": card.task,
+            "card_version": card.card_version,
+            "model": card.model,
+            "classes": list(card.classes),
             # instance (embedding) models are trained on the image as it is: no view
-            "view": meta.get("view", {"factor": 1, "upsample": False}),
-            "normalization": meta["normalization"],
-            "image_size": meta.get("image_size"),
-            "mpp": meta.get("mpp"),  # the model input's microns per pixel, when recorded
+            "view": getattr(card, "view", IDENTITY_VIEW),
+            "normalization": card.normalization,
+            "image_size": card.image_size,
+            "mpp": card.mpp,  # the model input's microns per pixel, when recorded
             "input_size": list(size),
             "dynamic_size": dynamic_size,
-            "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
-                      "normalized": True},
-            "output": {"name": OUTPUT_NAME, "kind": OUTPUT_KINDS.get(task, OUTPUT_KINDS[None])},
-            # what decoding an instance model's output needs (post-processing, offsets, scale)
-            **{k: meta[k] for k in INSTANCE_KEYS if task == "instance" and k in meta},
-            # what turning a segmenter's logits into masks needs (predict's thresholds)
-            **{k: meta[k] for k in SEGMENTATION_KEYS if task == "segmentation" and k in meta},
+            # the graph's input / output names and what the output holds
+            **task.export_signature(),
+            # what decoding the output needs (thresholds; an instance model's offsets, ...)
+            **{k: getattr(card, k) for k in task.export_keys},
             "max_abs_diff": diff,
             "torch_version": torch.__version__,
             **({"opset": ONNX_OPSET} if fmt == "onnx" else {}),

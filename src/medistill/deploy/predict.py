@@ -23,11 +23,14 @@ from medistill.engine.checkpoint import atomic_write_text, load_model
 from medistill.engine.trainer import resolve_device
 from medistill.errors import CheckpointError, DataError, MedistillError
 from medistill.output import check_output_file
+from medistill.tasks import IDENTITY_VIEW, card_from_meta
+from medistill.tasks import INPUT_NAME as TASK_INPUT_NAME
+from medistill.tasks import OUTPUT_NAME as TASK_OUTPUT_NAME
 
 #: version tag of the sidecar JSON written next to every exported model
 EXPORT_SCHEMA = "medistill-export/1"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+#: the exported graph's input / output names (every task's; see medistill.tasks)
+INPUT_NAME, OUTPUT_NAME = TASK_INPUT_NAME, TASK_OUTPUT_NAME
 
 
 def sidecar_path(model_file: str | Path) -> Path:
@@ -170,13 +173,15 @@ def load_predictor(model_file: str | Path, threads: int | None = None, device: s
     if path.suffix.lower() == ".onnx" or sidecar_path(path).is_file():
         return load_exported(path, threads, device)
     net, meta = load_model(path)
-    view = meta.get("view", {"factor": 1, "upsample": False})
-    size = meta.get("image_size")
-    info = {"format": "pytorch", "task": meta.get("task", "classification"),
-            "classes": list(meta["classes"]), "view": view,
-            "normalization": meta["normalization"], "image_size": size,
+    card = card_from_meta(meta, str(path))
+    view = getattr(card, "view", IDENTITY_VIEW)
+    size = card.image_size
+    info = {"format": "pytorch", "task": card.task, "classes": list(card.classes),
+            "view": view, "normalization": card.normalization, "image_size": size,
+            "mpp": card.mpp,
             "input_size": list(view_input_size(view, (size, size))) if size else None,
-            "dynamic_size": not size, **{k: meta[k] for k in SEGMENTATION_KEYS if k in meta}}
+            "dynamic_size": not size,
+            **{k: getattr(card, k) for k in SEGMENTATION_KEYS if hasattr(card, k)}}
     return TorchModel(net, device), info
 
 

@@ -24,6 +24,7 @@ from medistill.files import (  # noqa: F401  (the old import paths keep working)
 from medistill.models import create_model
 from medistill.models.registry import MODELS
 from medistill.plugins import import_user_modules, load_entry_points
+from medistill.tasks.base import migrate
 
 
 def save_model(model: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:
@@ -76,5 +77,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {bad}); the run "
                               "that wrote it diverged")
     model.eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    # the model card, migrated to the current card_version when the file is older
+    meta = {**{k: ckpt[k] for k in ("format", "imports") if k in ckpt}, **migrate(ckpt)}
     return model, meta

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medistill.engine.trainer import to_device
 from medistill.errors import RecipeError
 from medistill.losses import (
     AffinityGraphKD,
@@ -62,7 +61,6 @@ from medistill.losses import (
 from medistill.losses.affinity import DEFAULT_OFFSETS
 from medistill.methods.base import Method, freeze, register_method, weighted_loss
 from medistill.methods.memory_bank import MemoryBank
-from medistill.metrics.instance import aji, panoptic_quality
 from medistill.models.resunet import EmbeddingResUNet
 from medistill.postprocess import decode_embeddings
 
@@ -111,7 +109,6 @@ class InstanceEmbedding(Method):
     def sample_overlays(self, batch: dict) -> tuple[np.ndarray, str]:
         """The images with every true and every decoded instance outlined (TensorBoard)."""
         from medistill.engine.samples import mask_samples
-        from medistill.postprocess import decode_embeddings
 
         out, labels = self.predict(batch)
         pred = np.stack([decode_embeddings(o, self.offsets, **self.postprocess)
@@ -121,14 +118,12 @@ class InstanceEmbedding(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        ajis, pqs = [], []
-        for batch in loader:
-            out, labels = self.predict(to_device(batch, device))
-            for o, t in zip(out.cpu(), labels.cpu().numpy(), strict=True):
-                pred = decode_embeddings(o, self.offsets, **self.postprocess)
-                ajis.append(aji(pred, t))
-                pqs.append(panoptic_quality(pred, t)["pq"])
-        return {"aji": float(np.mean(ajis)), "pq": float(np.mean(pqs))}
+        """The final evaluation's AJI / PQ on the validation images (the instance task's one
+        routine: predicted at the training scale, scored at the ORIGINAL size)."""
+        from medistill.tasks.instance import validation_scores
+
+        return validation_scores(self.deployable(), loader.dataset, self.offsets,
+                                 self.postprocess, device)
 
 
 @register_method("graph_relation_kd")

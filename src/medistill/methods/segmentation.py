@@ -2,9 +2,10 @@
 
 Batches are ``{"image": (N, 3, H, W), "mask": (N, H, W) long, "index": (N,)}`` from
 :class:`~medistill.data.segmentation.SegmentationDataset`. Validation scores are the mean
-per-image Dice over the foreground classes (``dice``, the metric a recipe selects on) and the
-mean IoU; binary masks are thresholded at 0.4 (see
-:func:`~medistill.metrics.segmentation.logits_to_labels`).
+per-case Dice over the foreground classes (``dice``, the metric a recipe selects on) and the
+mean IoU, computed by the same routine as the final evaluation (at the original mask size;
+:func:`medistill.tasks.segmentation.validation_scores`); binary masks are thresholded at 0.4
+(see :func:`~medistill.metrics.segmentation.logits_to_labels`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medistill.engine.trainer import to_device
 from medistill.losses import FocalDiceLoss
 from medistill.methods.base import Method, register_method
-from medistill.metrics.segmentation import logits_to_labels, multiclass_case_metrics
+from medistill.metrics.segmentation import logits_to_labels
 from medistill.models.segmenter import Segmenter
 
 
@@ -35,7 +35,6 @@ class SegmentationMethod(Method):
         """The images with the ground truth and the prediction (at the method's
         ``threshold``) outlined (:func:`medistill.engine.samples.mask_samples`)."""
         from medistill.engine.samples import mask_samples
-        from medistill.metrics.segmentation import logits_to_labels
 
         logits, masks = self.predict(batch)
         pred = logits_to_labels(logits, self.threshold).cpu().numpy()
@@ -44,16 +43,12 @@ class SegmentationMethod(Method):
     @torch.no_grad()
     def validation_metrics(self, loader, device: torch.device,
                            num_classes: int | None = None) -> dict[str, float]:
-        dice, iou = [], []
-        for batch in loader:
-            logits, masks = self.predict(to_device(batch, device))
-            k = num_classes or logits.shape[1]
-            preds = logits_to_labels(logits, self.threshold).cpu().numpy()
-            for p, t in zip(preds, masks.cpu().numpy(), strict=True):
-                per_class = multiclass_case_metrics(p, t, k, hd95=False)
-                dice.append(np.nanmean([m["dice"] for m in per_class.values()]))
-                iou.append(np.nanmean([m["iou"] for m in per_class.values()]))
-        return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou))}
+        """The final evaluation's Dice / IoU on the validation set (the segmentation task's
+        one routine: at the ORIGINAL mask size, items of a case stacked), not on the resized
+        masks of the batches."""
+        from medistill.tasks.segmentation import validation_scores
+
+        return validation_scores(self.deployable(), loader.dataset, self.threshold, device)
 
 
 @register_method("seg_supervised")

@@ -14,13 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from medistill.data.instance import InstanceDataset
 from medistill.data.segmentation import SegItem
 from medistill.metrics import profile_model
-from medistill.metrics.instance import instance_case_metrics, instance_report
-from medistill.postprocess import decode_embeddings
+from medistill.metrics.instance import instance_report
+from medistill.tasks.instance import case_metrics, resize_labels
+from medistill.tasks.instance import predict_instances as task_predict
+
+#: resize_labels lives in the instance task now (kept importable here)
+__all__ = ["dataset_for_model", "evaluate_instance_model", "predict_instances",
+           "resize_labels"]
 
 
 def dataset_for_model(items: Sequence[SegItem], meta: dict[str, Any]) -> InstanceDataset:
@@ -29,27 +33,12 @@ def dataset_for_model(items: Sequence[SegItem], meta: dict[str, Any]) -> Instanc
                            std=norm["std"])
 
 
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if labels.shape == shape:
-        return labels
-    im = Image.fromarray(labels.astype(np.int32)).resize((shape[1], shape[0]),
-                                                        Image.Resampling.NEAREST)
-    return np.asarray(im).astype(np.int32)
-
-
-@torch.no_grad()
 def predict_instances(model: torch.nn.Module, meta: dict[str, Any], items: Sequence[SegItem],
                       dataset: InstanceDataset | None = None) -> list[np.ndarray]:
-    """The predicted instance map of every item at its ORIGINAL size."""
+    """The predicted instance map of every item at its ORIGINAL size (the instance task's
+    routine, :func:`medistill.tasks.instance.predict_instances`)."""
     dataset = dataset or dataset_for_model(items, meta)
-    model = model.eval()
-    offsets = meta["offsets"]
-    preds = []
-    for i in range(len(items)):
-        out = model(dataset[i]["image"][None])[0]
-        pred = decode_embeddings(out, offsets, **meta.get("postprocess", {}))
-        preds.append(resize_labels(pred, dataset.original(i)[1].shape))
-    return preds
+    return task_predict(model.cpu(), dataset, meta["offsets"], meta.get("postprocess", {}))
 
 
 def evaluate_instance_model(model: torch.nn.Module, meta: dict[str, Any],
@@ -60,8 +49,8 @@ def evaluate_instance_model(model: torch.nn.Module, meta: dict[str, Any],
     """Metrics with 95% CIs over images, efficiency at ``latency_size`` px, per-image values."""
     model = model.cpu().eval()
     dataset = dataset_for_model(items, meta)
-    preds = predict_instances(model, meta, items, dataset)
-    cases = [instance_case_metrics(p, dataset.original(i)[1]) for i, p in enumerate(preds)]
+    # the task's one inference + metric path (validation selects epochs on the same)
+    cases = case_metrics(model, dataset, meta["offsets"], meta.get("postprocess", {}))
     report = instance_report(cases, n_resamples, ci_seed)
     eff = profile_model(model, (3, latency_size, latency_size), latency=latency,
                         repeats=latency_repeats, threads=threads)

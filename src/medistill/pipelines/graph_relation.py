@@ -43,6 +43,7 @@ from medistill.pipelines.overlays import write_instance_overlays
 from medistill.postprocess import has_mutex_watershed
 from medistill.postprocess.affinity import POSTPROCESSORS
 from medistill.reports.instance import instance_sections
+from medistill.tasks import InstanceCard
 
 Run = Literal["no_kd", "intra", "full"]
 Stage = Literal["teacher", "no_kd", "intra", "full"]
@@ -117,10 +118,10 @@ class GraphRelationPipeline(Pipeline):
                                std=self.norm["std"])
 
     def _meta(self, spec: ModelConfig) -> dict[str, Any]:
-        return {"task": "instance", "model": spec.model_dump(), "classes": CLASSES,
-                "normalization": self.norm, "scale": self.r.data.scale,
-                "offsets": list(self.r.kd.offsets),
-                "postprocess": self.r.postprocess.model_dump()}
+        return InstanceCard(model=spec.model_dump(), classes=CLASSES, normalization=self.norm,
+                            scale=self.r.data.scale, offsets=list(self.r.kd.offsets),
+                            postprocess=self.r.postprocess.model_dump(),
+                            data=self.r.data.model_dump(exclude={"root"})).model_dump()
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:

@@ -43,6 +43,7 @@ from medistill.pipelines.role_reversal import IterativeFusion
 from medistill.pipelines.seg_data import SegAugmentConfig, make_seg_augment
 from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
 from medistill.reports.weak_segmentation import weak_sections
+from medistill.tasks import WeakSegmentationCard
 
 Run = Literal["fusion_kd", "ikd"]
 STUDENT_SEED = 10_000  # offset of the round-1 student's initialisation seed
@@ -140,12 +141,11 @@ class MILFusionPipeline(Pipeline):
 
     def _meta(self) -> dict[str, Any]:
         data = self.r.data.model_dump(exclude={"root"})
-        return {"task": "segmentation", "model": self.r.model.model_dump(),
-                "classes": list(self.r.data.classes), "view": {"factor": 1, "upsample": False},
-                "normalization": self.norm, "image_size": self.r.data.image_size,
-                "threshold": self.r.eval.threshold, "sigma": self.r.eval.sigma,
-                "sigma_at": self.r.eval.sigma_at, "data": data,
-                "weak": True}
+        e = self.r.eval
+        return WeakSegmentationCard(
+            model=self.r.model.model_dump(), classes=list(self.r.data.classes),
+            normalization=self.norm, image_size=self.r.data.image_size, threshold=e.threshold,
+            sigma=e.sigma, sigma_at=e.sigma_at, data=data).model_dump()
 
     # -- models and training ----------------------------------------------------------------
     def _model(self, seed: int) -> MILSegmenter:

@@ -42,6 +42,7 @@ from medistill.models import build_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split
 from medistill.pipelines.evaluate import run_record
+from medistill.tasks import ClassificationCard
 
 Level = int | Literal["nuclei"]
 Stage = Literal["ssl", "probe", "supervised"]
@@ -157,9 +158,9 @@ class MoreFromLessPipeline(Pipeline):
                                  cache=self.cache)
 
     def meta(self, level: Level, classes: list[str], data: DataConfig) -> dict[str, Any]:
-        return {"task": "classification", "model": self.r.encoder.model_dump(),
-                "classes": classes, "view": self.view_spec(level),
-                "normalization": self.norm, "image_size": data.image_size}
+        return ClassificationCard(model=self.r.encoder.model_dump(), classes=classes,
+                                  view=self.view_spec(level), normalization=self.norm,
+                                  image_size=data.image_size).model_dump()
 
     # -- training stages ----------------------------------------------------------------------
     def _encoder(self, seed: int, n_classes: int):

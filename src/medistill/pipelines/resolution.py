@@ -40,6 +40,7 @@ from medistill.models import build_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
 from medistill.pipelines.evaluate import run_record
+from medistill.tasks import ClassificationCard
 
 Stage = Literal["teacher", "baseline", "kd", "kd_aux", "finetune"]
 
@@ -185,16 +186,13 @@ class ResolutionPipeline(Pipeline):
         self.aux_samples = SampleList(aux, [])
 
     def _meta(self, spec: ModelConfig, factor: float, upsample: bool = False) -> dict[str, Any]:
-        return {
-            "task": "classification",
-            "model": spec.model_dump(),
-            "classes": self.classes,
-            "view": {"factor": factor, "upsample": upsample},
-            "normalization": self.norm,
-            "image_size": self.r.data.image_size,
+        mpp = self.r.data.source_mpp
+        return ClassificationCard(
+            model=spec.model_dump(), classes=self.classes,
+            view={"factor": factor, "upsample": upsample}, normalization=self.norm,
+            image_size=self.r.data.image_size,
             # microns per pixel of the model's input tiles (predict-wsi needs no --mpp then)
-            "mpp": self.r.data.source_mpp * factor if self.r.data.source_mpp else None,
-        }
+            mpp=mpp * factor if mpp else None).model_dump()
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, views: dict[str, ResolutionView], samples: SampleList,

@@ -42,6 +42,7 @@ from medistill.pipelines.seg_data import (
     load_seg_split,
     make_seg_augment,
 )
+from medistill.tasks import SegmentationCard
 
 Run = Literal["no_kd", "logit_kd", "at", "hlfd"]
 Stage = Literal["teacher", "no_kd", "logit_kd", "at", "hlfd"]
@@ -108,10 +109,9 @@ class SegmentationPipeline(Pipeline):
 
     def _meta(self, spec: ModelConfig) -> dict[str, Any]:
         data = self.r.data.model_dump(exclude={"root"})
-        return {"task": "segmentation", "model": spec.model_dump(), "classes": self.classes,
-                "view": {"factor": 1, "upsample": False}, "normalization": self.norm,
-                "image_size": self.r.data.image_size, "threshold": self.r.eval.threshold,
-                "data": data}
+        return SegmentationCard(model=spec.model_dump(), classes=self.classes,
+                                normalization=self.norm, image_size=self.r.data.image_size,
+                                threshold=self.r.eval.threshold, data=data).model_dump()
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
