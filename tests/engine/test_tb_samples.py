@@ -79,19 +79,16 @@ def test_samples_leave_training_bit_identical(tmp_path):
         assert torch.equal(a, b), k
 
 
-class _Discs(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        from tests.seg_fixtures import disc_pair
+def _discs(root, split: str):
+    """A real segmentation split (validation scores it at the original size, issue #14)."""
+    from seg_fixtures import write_seg_dataset
 
-        self.pairs = [disc_pair(i) for i in range(n)]
+    from medistill.data.segmentation import SegmentationDataset
+    from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        image, mask = self.pairs[i]
-        x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-        return {"image": x, "mask": torch.from_numpy(mask).long(), "index": i}
+    if not (root / "labels.csv").is_file():
+        write_seg_dataset(root, {"train": 4, "val": 3}, size=32)
+    return SegmentationDataset(load_seg_split(SegDataConfig(root=str(root)), split), 2, 32)
 
 
 def test_segmentation_samples_outline_truth_and_prediction(tmp_path):
@@ -99,8 +96,10 @@ def test_segmentation_samples_outline_truth_and_prediction(tmp_path):
     student = create_model("resnet18_unet", 2, widths=[8, 8, 16, 16],
                            decoder_widths=[16, 8, 8, 4, 4])
     cfg = _cfg(epochs=1, batch_size=4, tensorboard=True, tb_samples=2, select_metric="dice")
-    Trainer(SegSupervised(student), _Discs(4), _Discs(3), cfg, tmp_path, num_classes=2).fit()
-    events = _events(tmp_path)
+    data = tmp_path / "d"
+    Trainer(SegSupervised(student), _discs(data, "train"), _discs(data, "val"), cfg,
+            tmp_path / "run", num_classes=2).fit()
+    events = _events(tmp_path / "run")
     (image,) = events.Images("samples/val")
     picture = _png(image)
     assert picture.shape == (32, 2 * 32 + 2, 3)
