@@ -245,6 +245,11 @@ def _read_tiles(
     With ``workers`` > 1 the row segments are read and resampled by a pool of that many
     threads (OpenSlide's ``read_region`` and PIL's Lanczos release the GIL), at most
     ``2 x workers`` segments ahead of the consumer, and still yielded in order.
+
+    Why not MONAI's ``WSIReader(backend="openslide").get_data``: inside the slide it returns
+    the same pixels (``tests/deploy/test_wsi_reader_monai.py``), but past the slide's edge it
+    returns black, which a model reads as dark tissue, where we composite onto the slide's
+    background colour; and it would add MONAI's import (3-10 s) to every ``predict-wsi``.
     """
     background = _background(slide)
 
