@@ -49,8 +49,21 @@ environment.
     nice -n 5 python benchmarks/vs_torchdistill.py --data ../shared/data/ebhi_seg \
         --epochs 3 --repeats 3 --threads 1
 
-Outputs: ``benchmarks/out/vs_torchdistill/runs/<variant>_r<k>.json`` (one per run),
-``summary.json`` and the markdown table on stdout. ``--summarize`` reprints the table.
+``--augment`` (issue #15): the same job WITH the recipe's augmentation (flips, 90-degree
+rotations, brightness/contrast/saturation 0.1, hue 0.02; :class:`Augment` on the same
+``PairedViewDataset``, seed 0, parameters from (seed, epoch, index): torchdistill's loop calls
+``set_epoch`` like the Trainer, so both online runs see identical augmented batches). The teacher
+cache is invalid then; the variants are ``torchdistill`` and ``medistill_nocache`` (online: the
+teacher runs on every augmented step) and ``medistill_replay`` (``kd.teacher_replay``: teacher
+outputs for ``--draws`` augmentations per image stored in memory as float16 before training, each
+epoch replaying one stored draw per image; the fill is inside the timed wall time).
+
+    nice -n 5 python benchmarks/vs_torchdistill.py --augment --data ../shared/data/ebhi_seg \
+        --limit 384 --epochs 10 --repeats 3 --threads 1
+
+Outputs: ``benchmarks/out/vs_torchdistill[_aug]/runs/<variant>_r<k>.json`` (one per run, with
+the load average before and after it), ``summary.json`` and the markdown table on stdout.
+``--summarize`` reprints the table.
 """
 
 from __future__ import annotations
@@ -71,7 +84,8 @@ TORCHVISION, TORCHDISTILL = "0.28.0", "1.1.5"
 #: medistill runtime dependencies needed to build the models and the dataset in the venv
 MEDISTILL_DEPS = ("monai", "numpy", "pillow", "pyyaml", "pydantic", "tqdm", "typer",
                   "matplotlib", "scipy", "scikit-image")
-VARIANTS = ("medistill", "medistill_nocache", "torchdistill")
+VARIANTS = ("medistill", "medistill_replay", "medistill_nocache", "torchdistill")
+AUG_VARIANTS = ("medistill_replay", "medistill_nocache", "torchdistill")
 TEMPERATURE = 4.0
 
 
@@ -128,11 +142,15 @@ def worker_env(threads: int) -> dict[str, str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("MEDISTILL_EBHI", "../shared/data/ebhi_seg"))
-    p.add_argument("--out", default="benchmarks/out/vs_torchdistill")
+    p.add_argument("--out", help="default benchmarks/out/vs_torchdistill[_aug]")
+    p.add_argument("--augment", action="store_true", help="the recipe's augmentation on; "
+                   "variants medistill_replay, medistill_nocache, torchdistill")
+    p.add_argument("--draws", type=int, default=8, help="stored augmentations per image "
+                   "(medistill_replay)")
     p.add_argument("--venv", default="/tmp/bench-venv", help="venv with torchdistill (made "
                    "when missing)")
     p.add_argument("--no-create-venv", action="store_true", help="fail instead of creating it")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
@@ -146,6 +164,13 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.out = args.out or ("benchmarks/out/vs_torchdistill" + ("_aug" if args.augment else ""))
+    args.variants = args.variants or list(AUG_VARIANTS if args.augment else
+                                          ("medistill", "medistill_nocache", "torchdistill"))
+    if args.augment and "medistill" in args.variants:
+        p.error("--augment: the teacher cache (variant medistill) needs augmentation off")
+    if not args.augment and "medistill_replay" in args.variants:
+        p.error("variant medistill_replay needs --augment")
     out = Path(args.out)
     if args.worker:
         worker(args)
@@ -163,7 +188,8 @@ def main() -> None:
     common = ["--data", args.data, "--out", str(out), "--epochs", str(args.epochs),
               "--batch-size", str(args.batch_size), "--threads", str(args.threads),
               "--limit", str(args.limit), "--teacher-factor", str(args.teacher_factor),
-              "--student-factor", str(args.student_factor)]
+              "--student-factor", str(args.student_factor), "--draws", str(args.draws),
+              *(["--augment"] if args.augment else [])]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
     script = str(Path(__file__).resolve())
     subprocess.run([*nice, str(python), script, "--worker", "prepare", *common], env=env,
@@ -174,9 +200,12 @@ def main() -> None:
         order = variants[k % len(variants):] + variants[:k % len(variants)]
         for variant in order:
             result = runs_dir / f"{variant}_r{k}.json"
+            load_before = os.getloadavg()
             subprocess.run([*nice, str(python), script, "--worker", variant, "--result",
                             str(result), *common], env=env, check=True)
             r = json.loads(result.read_text())
+            r["loadavg_before"], r["loadavg_after"] = load_before, os.getloadavg()
+            result.write_text(json.dumps(r, indent=2))
             print(f"[{time.time() - start:6.0f} s] repeat {k} {variant:18s} "
                   f"{r['images_per_s']:7.1f} img/s  wall {r['wall_s']:6.1f} s  "
                   f"peak RSS {r['peak_rss_mib']:6.0f} MiB  final loss {r['final_loss']:.5f}",
@@ -206,6 +235,12 @@ def summarize(out: Path) -> dict:
             "peak_rss_mib": med("peak_rss_mib"),
             "rss_before_train_mib": med("rss_before_train_mib"),
             "final_loss": med("final_loss"),
+            "fill_s": med("fill_s") if "fill_s" in rs[0] else None,
+            # steady state: the training images / the median epoch after the first
+            "later_images_per_s": statistics.median(
+                r["images"] / statistics.median(r["epoch_s"][1:] or r["epoch_s"]) for r in rs),
+            "loadavg_1min": [r["loadavg_before"][0] for r in rs if "loadavg_before" in r]
+            + [r["loadavg_after"][0] for r in rs if "loadavg_after" in r],
             "epoch_s": [statistics.median(r["epoch_s"][e] for r in rs)
                         for e in range(len(rs[0]["epoch_s"]))],
         }
@@ -214,17 +249,19 @@ def summarize(out: Path) -> dict:
         if base:
             row["speed_ratio"] = row["images_per_s"] / base["images_per_s"]
             row["rss_ratio"] = row["peak_rss_mib"] / base["peak_rss_mib"]
+            row["later_ratio"] = row["later_images_per_s"] / base["later_images_per_s"]
     meta = runs[0]["setup"] if runs else {}
     return {"setup": meta, "variants": rows}
 
 
 def table(summary: dict) -> str:
-    label = {"medistill": ("medistill", "on"), "medistill_nocache": ("medistill", "off"),
+    label = {"medistill": ("medistill", "cache on"), "medistill_nocache": ("medistill", "off"),
+             "medistill_replay": ("medistill", "replay"),
              "torchdistill": ("torchdistill 1.1.5", "n/a")}
-    lines = ["| framework | teacher cache | runs | images/s (median) | wall s (median) | "
-             "peak RSS MiB (median) | images/s ratio vs torchdistill | RSS ratio | "
-             "final-epoch loss | per-run images/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| framework | teacher outputs | runs | images/s (median) | wall s (median) | "
+             "fill s | peak RSS MiB (median) | images/s ratio vs torchdistill | RSS ratio | "
+             "epochs 2+ images/s (ratio) | final-epoch loss | per-run images/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for variant in VARIANTS:
         row = summary["variants"].get(variant)
@@ -233,9 +270,16 @@ def table(summary: dict) -> str:
         name, cache = label[variant]
         lines.append(
             f"| {name} | {cache} | {row['runs']} | {row['images_per_s']:.1f} | "
-            f"{row['wall_s']:.1f} | {row['peak_rss_mib']:.0f} | "
-            f"{row.get('speed_ratio', nan):.2f}x | {row.get('rss_ratio', nan):.2f} "
+            f"{row['wall_s']:.1f} | "
+            f"{'-' if row.get('fill_s') is None else format(row['fill_s'], '.1f')} | "
+            f"{row['peak_rss_mib']:.0f} | "
+            f"{row.get('speed_ratio', nan):.2f}x | {row.get('rss_ratio', nan):.2f} | "
+            f"{row['later_images_per_s']:.1f} ({row.get('later_ratio', nan):.2f}x) "
             f"| {row['final_loss']:.4f} | {', '.join(map(str, row['images_per_s_all']))} |")
+    loads = [x for row in summary["variants"].values() for x in row.get("loadavg_1min", [])]
+    if loads:
+        lines.append(f"\n1-minute load average before/after the runs: {min(loads):.2f} to "
+                     f"{max(loads):.2f} (median {statistics.median(loads):.2f})")
     return "\n".join(lines)
 
 
@@ -254,7 +298,7 @@ def _setup(args):
     import torch
 
     from medistill.config import DataConfig
-    from medistill.data import PairedViewDataset, ResolutionView
+    from medistill.data import Augment, PairedViewDataset, ResolutionView
     from medistill.pipelines.datasets import load_split
 
     torch.set_num_threads(args.threads)
@@ -277,7 +321,8 @@ def _setup(args):
                     "mean": mean, "std": std, "classes": samples.classes}, init)
         return None
     state = torch.load(init, weights_only=False)
-    dataset = PairedViewDataset(items, views, state["mean"], state["std"], augment=None)
+    dataset = PairedViewDataset(items, views, state["mean"], state["std"],
+                                augment=Augment() if args.augment else None, seed=0)
     for i in range(len(dataset)):  # warm the uint8 view cache: decoding is not timed
         for name in views:
             dataset.view_array(i, name)
@@ -307,7 +352,8 @@ def worker(args) -> None:
         res = run_torchdistill(args, dataset, teacher, student, run_dir)
     else:
         res = run_medistill(args, dataset, teacher, student, run_dir,
-                            cache=args.worker == "medistill")
+                            outputs={"medistill": "cache", "medistill_replay": "replay"}.get(
+                                args.worker, "online"))
     import resource
 
     import torch
@@ -315,11 +361,13 @@ def worker(args) -> None:
     n = len(dataset)
     res.update(
         variant=args.worker,
+        images=n,
         images_per_s=args.epochs * n / res["wall_s"],
         peak_rss_mib=_status_mib("VmHWM"),
         ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         rss_before_train_mib=rss_before,
         setup={"images": n, "epochs": args.epochs, "batch_size": args.batch_size,
+               "augment": args.augment, "draws": args.draws,
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "teacher_px": tuple(dataset[0]["views"]["teacher"].shape[-2:]),
                "student_px": tuple(dataset[0]["views"]["student"].shape[-2:]),
@@ -328,9 +376,11 @@ def worker(args) -> None:
     Path(args.result).write_text(json.dumps(res, indent=2))
 
 
-def run_medistill(args, dataset, teacher, student, run_dir: Path, cache: bool) -> dict:
+def run_medistill(args, dataset, teacher, student, run_dir: Path, outputs: str) -> dict:
+    """``outputs``: "cache" (teacher outputs kept after epoch 1), "replay" (stored for
+    ``--draws`` augmentations per image, filled before training) or "online"."""
     from medistill.config import TrainConfig
-    from medistill.engine.teacher_cache import TeacherCache, fingerprint
+    from medistill.engine.teacher_cache import TeacherCache, fingerprint, replay_dataset
     from medistill.engine.trainer import Trainer
     from medistill.methods import ResolutionKD
 
@@ -340,17 +390,22 @@ def run_medistill(args, dataset, teacher, student, run_dir: Path, cache: bool) -
     start = time.perf_counter()
     method = ResolutionKD(teacher, student, temperature=TEMPERATURE, soft_weight=1.0,
                           pixel_weight=1.0, resize=("maxpool", "bicubic"))
-    if cache:  # as pipelines/resolution.py builds it (in memory)
-        key = fingerprint(method.teacher, [s.path for s in dataset.samples],
-                          view=dataset.views["teacher"],
-                          normalization={"mean": dataset.mean.flatten().tolist(),
-                                         "std": dataset.std.flatten().tolist()},
-                          image_size=None)
+    settings = {"view": dataset.views["teacher"],
+                "normalization": {"mean": dataset.mean.flatten().tolist(),
+                                  "std": dataset.std.flatten().tolist()}, "image_size": None}
+    train_set, extra = dataset, {}
+    if outputs == "cache":  # as pipelines/resolution.py builds it (in memory)
+        key = fingerprint(method.teacher, [s.path for s in dataset.samples], **settings)
         method.teacher_cache = TeacherCache(len(dataset), key)
-    fit = Trainer(method, dataset, None, cfg, run_dir, {}, None, "kd").fit()
+    elif outputs == "replay":  # kd.teacher_replay {draws, storage: memory, dtype: float16}
+        train_set = replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
+                                   args.draws, None, "float16", args.batch_size, **settings)
+        extra["fill_s"] = time.perf_counter() - start
+    fit = Trainer(method, train_set, None, cfg, run_dir, {}, None, "kd").fit()
     wall = time.perf_counter() - start
     hist = fit["history"]
-    return {"wall_s": wall, "epoch_s": [len(dataset) / h["images_per_s"] for h in hist],
+    return {**extra, "wall_s": wall,
+            "epoch_s": [len(dataset) / h["images_per_s"] for h in hist],
             "epoch_loss": [h["train_loss"] for h in hist], "final_loss": hist[-1]["train_loss"],
             "final_soft": hist[-1]["train_soft"], "final_pixel": hist[-1]["train_pixel"]}
 
@@ -463,6 +518,7 @@ def run_torchdistill(args, dataset, teacher, student, run_dir: Path) -> dict:
     epoch_s, epoch_loss = [], []
     for epoch in range(box.num_epochs):  # examples/torchvision/image_classification.py
         t0 = time.perf_counter()
+        dataset.set_epoch(epoch + 1)  # augmentation seeded as the Trainer seeds it
         box.pre_epoch_process(epoch=epoch)
         metric_logger = MetricLogger(delimiter="  ")
         metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value}"))
