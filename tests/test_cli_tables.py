@@ -52,3 +52,20 @@ def test_a_narrow_terminal_folds_the_name_but_keeps_every_column():
     for header, _, _ in CLASSIFICATION_COLUMNS[3:]:
         assert header in text
     assert "0.751 (0.700-0.800)" in text and "seed0/x4/kd-" in text  # folded
+
+
+def test_the_metric_columns_are_the_tasks_own(monkeypatch, capsys):
+    """The table's metric columns come from the task (``Task.columns``), not a CLI list."""
+    from dataclasses import replace
+
+    from medistill.cli import tables
+    from medistill.tasks import CLASSIFICATION, TASKS, MetricColumn
+
+    headers = [h for h, _, _ in tables.CLASSIFICATION_COLUMNS]
+    assert headers[3:5] == [c.title for c in CLASSIFICATION.columns]
+    recall = replace(CLASSIFICATION, columns=(MetricColumn("macro_recall", "recall"),))
+    monkeypatch.setitem(TASKS._factories, "classification", recall)
+    cols = tables.metric_columns("classification")
+    run = {"metrics": {"macro_recall": {"value": 0.5, "low": 0.25, "high": 0.75}}}
+    assert [(h, cell(run)) for h, _, cell in cols] == [("recall (95% CI)",
+                                                         "0.500 (0.250-0.750)")]

@@ -19,20 +19,22 @@ from seg_fixtures import write_seg_dataset
 from torch.utils.data import DataLoader
 from weak_fixtures import write_weak_dataset
 
+from medistill.data import scan_folders
 from medistill.data.instance import InstanceDataset
 from medistill.data.segmentation import SegmentationDataset
 from medistill.data.weak import WeakSegDataset
-from medistill.methods import SegSupervised
+from medistill.methods import SegSupervised, Supervised
 from medistill.methods.graph_relation import InstanceEmbedding
 from medistill.methods.mil_fusion import MILTraining
 from medistill.models import create_model
+from medistill.pipelines.evaluate import dataset_for_model, evaluate_classifier
 from medistill.pipelines.evaluate_instances import evaluate_instance_model
 from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
 from medistill.pipelines.evaluate_weak import evaluate_weak
 from medistill.pipelines.instance_data import InstanceDataConfig, load_instance_split
 from medistill.pipelines.seg_data import SegDataConfig, load_seg_split
 from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
-from medistill.tasks import InstanceCard, SegmentationCard
+from medistill.tasks import ClassificationCard, InstanceCard, SegmentationCard
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -41,6 +43,23 @@ CPU = torch.device("cpu")
 
 def loader(dataset) -> DataLoader:
     return DataLoader(dataset, batch_size=2, shuffle=False)
+
+
+def test_classification_validation_is_the_test_metric(tiny_dataset):
+    samples = scan_folders(tiny_dataset.root, "train")
+    torch.manual_seed(0)
+    model = create_model("resnet18", 2).eval()
+    card = ClassificationCard(model={"name": "resnet18"}, classes=list(samples.classes),
+                              normalization=NORM, view={"factor": 2, "upsample": True}
+                              ).model_dump()
+    # validation in batches of 4 through the method's predict; the test in one batch of 64
+    val = Supervised(model, view="input").validation_metrics(
+        DataLoader(dataset_for_model(samples, card), batch_size=4), CPU, 2)
+    test = evaluate_classifier(model, card, samples, n_resamples=0, latency=False)
+    assert set(val) == {"accuracy", "macro_precision", "macro_recall", "macro_f1",
+                        "ovr_accuracy"}
+    assert 0 < val["accuracy"] < 1  # a real mix of right and wrong predictions
+    assert val == {m: test["metrics"][m]["value"] for m in val}
 
 
 def test_segmentation_validation_is_the_test_metric(tmp_path):

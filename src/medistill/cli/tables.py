@@ -8,9 +8,7 @@ from typing import Any
 
 import typer
 
-
-def _fmt_ci(m: dict[str, float]) -> str:
-    return f"{m['value']:.3f} ({m['low']:.3f}-{m['high']:.3f})"
+from medistill.tasks import get_task
 
 
 def _eff(r: dict[str, Any], key: str, default: float = float("nan")) -> float:
@@ -30,44 +28,36 @@ def _latency(r: dict[str, Any]) -> str:
 
     return fmt_latency(r.get("efficiency"))
 
+
+def metric_columns(task: str) -> list[Column]:
+    """The metric columns of a registered task (:attr:`medistill.tasks.Task.columns`)."""
+    return [(c.title, c.width, lambda r, c=c: c.cell(r["metrics"]))
+            for c in get_task(task).columns]
+
+
+def _params(digits: int) -> Column:
+    return ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.{digits}f}M")
+
+
+# around each task's metric columns: what identifies a run and what it costs
 CLASSIFICATION_COLUMNS: list[Column] = [
     ("run", -28, lambda r: r["name"]),
     ("mag", 7, lambda r: r.get("magnification", "")),
     ("input", 9, lambda r: "x".join(str(s) for s in r.get("input_size", []))),
-    ("accuracy (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["accuracy"])),
-    ("macro F1 (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["macro_f1"])),
+    *metric_columns("classification"),
     ("GFLOPs", 8, lambda r: f"{_eff(r, 'gflops'):.4f}"),
-    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.2f}M"),
+    _params(2),
 ]
 SEGMENTATION_COLUMNS: list[Column] = [
-    _NAME,
-    ("cases", 5, lambda r: str(r.get("n", 0))),
-    ("DSC (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["dice"])),
-    ("RVD (95% CI)", 24, lambda r: _fmt_ci(r["metrics"]["rvd"])),
-    ("VOE", 6, lambda r: f"{r['metrics']['voe']['value']:.3f}"),
-    ("HD95", 7, lambda r: f"{r['metrics'].get('hd95', {}).get('value', float('nan')):.2f}"),
-    _GFLOPS,
-    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.2f}M"),
-    _MS,
+    _NAME, ("cases", 5, lambda r: str(r.get("n", 0))), *metric_columns("segmentation"),
+    _GFLOPS, _params(2), _MS,
 ]
 WEAK_COLUMNS: list[Column] = [
-    _NAME,
-    ("images", 6, lambda r: str(r.get("n", 0))),
-    ("pixel F1 (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1"])),
-    ("F1 positives (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pixel_f1_pos"])),
-    ("tumour F1, all", 14, lambda r: f"{r['metrics']['pixel_f1_positive']['value']:.3f}"),
-    ("image AUC", 9, lambda r: f"{r['metrics']['image_auc']['value']:.3f}"),
+    _NAME, ("images", 6, lambda r: str(r.get("n", 0))), *metric_columns("weak_segmentation"),
 ]
 INSTANCE_COLUMNS: list[Column] = [
-    _NAME,
-    ("images", 6, lambda r: str(r.get("n", 0))),
-    ("AJI (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["aji"])),
-    ("PQ (95% CI)", 22, lambda r: _fmt_ci(r["metrics"]["pq"])),
-    ("VOI s/m", 11, lambda r: f"{r['metrics']['voi_split']['value']:>5.2f}/"
-                              f"{r['metrics']['voi_merge']['value']:<5.2f}"),
-    _GFLOPS,
-    ("params", 9, lambda r: f"{_eff(r, 'params', 0) / 1e6:.3f}M"),
-    _MS,
+    _NAME, ("images", 6, lambda r: str(r.get("n", 0))), *metric_columns("instance"),
+    _GFLOPS, _params(3), _MS,
 ]
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medistill.engine.checkpoint import check_state
-from medistill.metrics import confusion_matrix, metrics_from_confusion
+from medistill.tasks.classification import validation_scores
 
 #: key prefix, in a training step's output, of one weighted term of the loss
 TERM_PREFIX = "term/"
@@ -39,7 +39,9 @@ class Method(nn.Module):
 
     ``validation_metrics`` turns a validation loader into named scores (higher is better for the
     one the trainer selects on); the default is classification (accuracy, macro F1, ...) from
-    ``predict``. Segmentation methods override it.
+    ``predict``, scored by the classification task's one metric path
+    (:func:`medistill.tasks.classification.validation_scores`, as the final evaluation).
+    Segmentation methods override it.
 
     Frozen modules (a teacher) should be registered under a name listed in
     ``frozen_prefixes``: they are kept in eval mode and left out of training checkpoints.
@@ -67,8 +69,7 @@ class Method(nn.Module):
         from medistill.engine.trainer import predict_loader  # the trainer imports this module
 
         logits, labels = predict_loader(self.predict, loader, device)
-        cm = confusion_matrix(labels, logits.argmax(1), num_classes or logits.shape[1])
-        return {name: float(v) for name, v in metrics_from_confusion(cm).items()}
+        return validation_scores(logits, labels, num_classes or logits.shape[1])
 
     def sample_input(self, batch: dict) -> torch.Tensor | None:
         """The (N, C, H, W) images ``predict`` classifies, for the TensorBoard samples of

@@ -1,9 +1,13 @@
 """What every recipe pipeline shares: per-stage training settings, the output folder's life
 cycle (refuse to overwrite, ``recipe.json``, ``results.json`` + report at the end) and training
 one run with the trainer (skipped when its ``train_done.json`` exists, so ``--resume`` picks up
-where a run stopped). Under DDP every rank trains; rank 0 evaluates and writes (the other
-ranks get empty evaluation records and skip the report: ``run()`` returns
-``self.finish({})`` on them once training is over).
+where a run stopped), plus the stages every recipe is built from (:class:`Pipeline`):
+``build_model`` (a fresh model initialised from a seed), ``fit`` (train into
+``<out>/<run>/``), ``evaluate_record`` (evaluate a saved model once, cached in
+``<run>/eval.json``) and ``teacher`` (the recipe's ``teacher_checkpoint``, checked by
+``check_teacher_checkpoint`` before any folder exists, or a trained one). Under DDP every
+rank trains; rank 0 evaluates and writes (the other ranks get empty evaluation records and skip
+the report: ``run()`` returns ``self.finish({})`` on them once training is over).
 
 Output folders: medistill writes only into a folder it created, marked by a ``.medistill-run``
 file written when the run starts; an existing non-empty folder without it is refused.
@@ -23,17 +27,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from torch import nn
 
 from medistill.config import StrictModel, TrainConfig, merge_train
-from medistill.engine.checkpoint import atomic_write_text
+from medistill.engine.checkpoint import atomic_write_text, load_model
 from medistill.engine.distributed import barrier, broadcast_object, is_main
 from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hparams
-from medistill.engine.trainer import Trainer
+from medistill.engine.trainer import Trainer, seed_everything
 from medistill.errors import RecipeError
+from medistill.models import build_model
+from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.plan import plan_recipe
 from medistill.reports import write_report
 
@@ -167,6 +175,55 @@ class Pipeline:
                     {"format": "medistill-run/1", "method": getattr(self.r, "method", None)}))
             atomic_write_text(saved, self.r.model_dump_json(indent=2))
             self.tracker.attach(self.out / LOG_FILE)
+
+    # -- the shared stages ------------------------------------------------------------------
+    def build_model(self, spec: Any, num_classes: int, seed: int, kind: type | None = None,
+                    what: str = "") -> nn.Module:
+        """A fresh model of ``spec`` (a :class:`~medistill.config.ModelConfig`) whose
+        initialisation depends on ``seed`` only, not on the order of the runs; with ``kind``,
+        a one-line :class:`RecipeError` (``model <name> is not <what>``) for another model."""
+        seed_everything(seed)
+        model = build_model(spec, num_classes)
+        if kind is not None and not isinstance(model, kind):
+            raise RecipeError(f"model {spec.name!r} is not {what}")
+        return model
+
+    def check_teacher_checkpoint(self, task: str, classes: list[str] | None = None
+                                 ) -> dict[str, Any] | None:
+        """The card of the recipe's ``teacher_checkpoint`` (None without one), after checking
+        that it is a model of ``task`` (and of ``classes`` when given): a one-line
+        :class:`RecipeError` naming the file otherwise. Call it before any folder is made."""
+        path = getattr(self.r, "teacher_checkpoint", None)
+        if not path:
+            return None
+        _, meta = load_model(path)
+        got = meta.get("task", "classification")  # files before cards had no task
+        if got != task or (classes is not None and meta["classes"] != classes):
+            need = f"a {task} model" + (f" of the classes {classes}" if classes else "")
+            raise RecipeError(f"teacher_checkpoint {path}: a {got} model of the classes "
+                              f"{meta.get('classes')}, the recipe needs {need}")
+        return meta
+
+    def teacher(self, seed: int, train: Callable[[int], Path]) -> Path:
+        """The teacher stage: the recipe's ``teacher_checkpoint`` when it has one (see
+        :meth:`check_teacher_checkpoint`), else ``train(seed)`` (a trained teacher's
+        ``best.pt``, e.g. from :meth:`fit`)."""
+        path = getattr(self.r, "teacher_checkpoint", None)
+        return Path(path) if path else train(seed)
+
+    def evaluate_record(self, run: str, model_path: Path,
+                        evaluate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
+                        ) -> dict[str, Any]:
+        """The evaluation stage: ``evaluate(model, card)`` of the model file, with its
+        training ``history`` (``log.csv``) and ``model_path``; once per run
+        (:meth:`cached_record`)."""
+        def record() -> dict[str, Any]:
+            model, meta = load_model(model_path)
+            return {**evaluate(model, meta),
+                    "history": read_history(model_path.parent / "log.csv"),
+                    "model_path": str(model_path)}
+
+        return self.cached_record(run, record)
 
     def fit(self, run: str, method: Any, train_set: Any, val_set: Any, cfg: TrainConfig,
             meta: dict[str, Any], num_classes: int | None) -> Path:

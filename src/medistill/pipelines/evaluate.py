@@ -16,8 +16,9 @@ from medistill.data.views import view_from_spec, view_input_size
 from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import predict_loader, resolve_device
 from medistill.errors import CheckpointError
-from medistill.metrics import classification_report, profile_model
+from medistill.metrics import profile_model
 from medistill.models.base import Classifier
+from medistill.tasks.classification import score_logits
 
 
 def model_input_size(meta: dict[str, Any], original_hw: tuple[int, int]) -> tuple[int, int]:
@@ -62,8 +63,8 @@ def evaluate_classifier(
         first = samples.samples[int(np.argmax(bad))].path
         raise CheckpointError(f"the model's outputs are not finite for {int(bad.sum())} of "
                               f"{len(bad)} images (e.g. {first}); it cannot be evaluated")
-    preds = logits.argmax(1)
-    report = classification_report(labels, preds, len(meta["classes"]), n_resamples, ci_seed)
+    report = score_logits(logits, labels, len(meta["classes"]), n_resamples, ci_seed)
+    preds = report["predictions"]
     h, w = dataset.original(0).shape[:2]
     size = model_input_size(meta, (h, w))
     model = model.cpu()

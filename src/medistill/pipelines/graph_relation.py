@@ -23,15 +23,12 @@ from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.instance import InstanceDataset, instance_channel_stats
 from medistill.data.segmentation import SegItem
 from medistill.engine.checkpoint import load_model
-from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods.graph_relation import PRESETS, GraphRelationKD, InstanceEmbedding
 from medistill.metrics.gap import gap_closed  # noqa: F401  (its old import path)
 from medistill.metrics.paired import paired_by_name
-from medistill.models import build_model
 from medistill.models.resunet import EmbeddingResUNet
 from medistill.pipelines.base import Pipeline, StagedRecipe
-from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.evaluate_instances import evaluate_instance_model
 from medistill.pipelines.instance_data import (
     InstanceAugmentConfig,
@@ -130,9 +127,9 @@ class GraphRelationPipeline(Pipeline):
                         meta, None)
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
-        def evaluate() -> dict[str, Any]:
-            model, meta = load_model(model_path)
-            e = self.r.eval
+        e = self.r.eval
+
+        def evaluate(model: EmbeddingResUNet, meta: dict[str, Any]) -> dict[str, Any]:
             res = evaluate_instance_model(model, meta, self.test_items, e.n_resamples,
                                           e.ci_seed, e.latency, e.latency_size,
                                           e.latency_repeats, e.threads)
@@ -140,26 +137,16 @@ class GraphRelationPipeline(Pipeline):
             return {"name": name, "role": role, "split": e.split,
                     "model": meta["model"]["name"],
                     "widths": meta["model"].get("kwargs", {}).get("widths"), **res,
-                    "seed": seed, "history": read_history(model_path.parent / "log.csv"),
-                    "model_path": str(model_path)}
+                    "seed": seed}
 
-        return self.cached_record(name, evaluate)
+        return self.evaluate_record(name, model_path, evaluate)
 
     def _model(self, spec: ModelConfig, seed: int) -> EmbeddingResUNet:
-        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = build_model(spec, len(CLASSES))
-        if not isinstance(model, EmbeddingResUNet):
-            raise RecipeError(f"model {spec.name!r} is not an embedding network "
-                              "(use resunet_embedding)")
-        return model
+        return self.build_model(spec, len(CLASSES), seed, EmbeddingResUNet,
+                                "an embedding network (use resunet_embedding)")
 
     def _check_teacher_checkpoint(self) -> None:
-        path = self.r.teacher_checkpoint
-        if path:
-            _, meta = load_model(path)
-            if meta.get("task") != "instance":
-                raise RecipeError(f"teacher_checkpoint {path}: not an instance embedding model "
-                                  f"(task {meta.get('task')!r})")
+        self.check_teacher_checkpoint("instance")
 
     def _kd(self) -> dict[str, Any]:
         k = self.r.kd
@@ -167,10 +154,8 @@ class GraphRelationPipeline(Pipeline):
                 "foreground_weight": k.foreground_weight,
                 "postprocess": self.r.postprocess.model_dump()}
 
-    def _teacher(self, seed: int) -> Path:
+    def _train_teacher(self, seed: int) -> Path:
         r = self.r
-        if r.teacher_checkpoint:
-            return Path(r.teacher_checkpoint)
         if r.shared_teacher:
             seed = r.seeds[0]
         method = InstanceEmbedding(self._model(r.teacher, seed), **self._kd())
@@ -199,7 +184,7 @@ class GraphRelationPipeline(Pipeline):
         self.start()
         runs, overlay_models, teachers = [], {}, set()
         for seed in r.seeds:
-            teacher_path = self._teacher(seed)
+            teacher_path = self.teacher(seed, self._train_teacher)
             if teacher_path not in teachers:  # once per distinct teacher
                 teachers.add(teacher_path)
                 name = ("teacher" if r.teacher_checkpoint

@@ -29,12 +29,10 @@ from medistill.config import ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import seg_channel_stats
 from medistill.data.weak import WeakSegDataset
 from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.trainer import seed_everything
-from medistill.errors import DataError, RecipeError
+from medistill.errors import DataError
 from medistill.losses import AgreementWeightedBCE, FusionKDLoss, MILDiceLoss, MILPoolingLoss
 from medistill.methods import FusionKD, MILTraining
 from medistill.methods.mil_fusion import MILLoss
-from medistill.models import build_model
 from medistill.models.mil_segmenter import MILSegmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate_weak import SigmaAt, evaluate_weak, weak_scores
@@ -149,12 +147,8 @@ class MILFusionPipeline(Pipeline):
 
     # -- models and training ----------------------------------------------------------------
     def _model(self, seed: int) -> MILSegmenter:
-        seed_everything(seed)
-        model = build_model(self.r.model, 2)
-        if not isinstance(model, MILSegmenter):
-            raise RecipeError(f"model.name: {self.r.model.name!r} is not a MIL segmenter "
-                              "(use mil_segmenter)")
-        return model
+        return self.build_model(self.r.model, 2, seed, MILSegmenter,
+                                "a MIL segmenter (use mil_segmenter)")
 
     def _mil_loss(self) -> MILLoss:
         m, labels = self.r.mil, self.split["train"][1]
@@ -168,7 +162,7 @@ class MILFusionPipeline(Pipeline):
         self.train_set.seed = cfg.seed  # augmentation depends on (seed, epoch, index) only
         return self.fit(name, method, self.train_set, self.val_set, cfg, self._meta(), 2)
 
-    def _teacher(self, seed: int) -> Path:
+    def _train_teacher(self, seed: int) -> Path:
         e = self.r.eval
         method = MILTraining(self._model(seed), self._mil_loss(), e.threshold, e.sigma,
                              e.sigma_at)
@@ -232,7 +226,7 @@ class MILFusionPipeline(Pipeline):
         runs, rounds, overlay_models = [], [], {}
         f = r.fusion
         for seed in r.seeds:
-            teacher = self._teacher(seed)
+            teacher = self.teacher(seed, self._train_teacher)
             runs.append(self._evaluate(f"seed{seed}/mil_teacher", "mil_teacher", seed, teacher))
             models = {"mil_teacher": teacher}
             for run in r.runs:

@@ -38,7 +38,6 @@ from medistill.engine.checkpoint import load_model
 from medistill.engine.trainer import seed_everything
 from medistill.errors import RecipeError
 from medistill.methods import FeatureDataset, JointEmbedding, LinearProbe, Supervised
-from medistill.models import build_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split
 from medistill.pipelines.evaluate import run_record
@@ -164,8 +163,7 @@ class MoreFromLessPipeline(Pipeline):
 
     # -- training stages ----------------------------------------------------------------------
     def _encoder(self, seed: int, n_classes: int):
-        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        return build_model(self.r.encoder, n_classes)
+        return self.build_model(self.r.encoder, n_classes, seed)
 
     def _ssl(self, run: str, level: Level, loss: str, pair: str, seed: int) -> Path:
         r = self.r

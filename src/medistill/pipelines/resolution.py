@@ -32,11 +32,9 @@ from medistill.config import (
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import load_model
 from medistill.engine.teacher_cache import TeacherCache, fingerprint, replay_dataset
-from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.metrics.paired import compare_runs, verdict
-from medistill.models import build_model
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.datasets import load_labeled, load_split, make_augment, make_dataset
 from medistill.pipelines.evaluate import run_record
@@ -242,31 +240,26 @@ class ResolutionPipeline(Pipeline):
             model_path, self.test_samples, self.r.eval, name=name, role=role, factor=factor,
             magnification=_magnification(factor), seed=seed))
 
-    def _teacher(self, seed: int) -> Path:
+    def _check_teacher_file(self) -> None:
+        """A ``teacher_checkpoint`` is a classifier of the data's classes at ``teacher_factor``
+        (needs the data: called after it is read, before any folder)."""
         r = self.r
-        if r.teacher_checkpoint:
-            _, meta = load_model(r.teacher_checkpoint)
-            if meta["classes"] != self.classes:
-                raise RecipeError(
-                    f"teacher_checkpoint {r.teacher_checkpoint}: classes {meta['classes']} differ "
-                    f"from the data's {self.classes}"
-                )
-            if meta["view"]["factor"] != r.teacher_factor:
-                raise RecipeError(
-                    f"teacher_checkpoint {r.teacher_checkpoint} was trained at factor "
-                    f"{meta['view']['factor']}, the recipe says teacher_factor={r.teacher_factor}"
-                )
-            return Path(r.teacher_checkpoint)
-        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = build_model(r.teacher, len(self.classes))
+        meta = self.check_teacher_checkpoint("classification", self.classes)
+        if meta is not None and meta["view"]["factor"] != r.teacher_factor:
+            raise RecipeError(
+                f"teacher_checkpoint {r.teacher_checkpoint} was trained at factor "
+                f"{meta['view']['factor']}, the recipe says teacher_factor={r.teacher_factor}")
+
+    def _train_teacher(self, seed: int) -> Path:
+        r = self.r
+        model = self.build_model(r.teacher, len(self.classes), seed)
         view = ResolutionView(r.teacher_factor)
         return self._train(f"seed{seed}/teacher", Supervised(model), {"input": view},
                            self.train_samples, r.stage_train("teacher", seed),
                            self._meta(r.teacher, r.teacher_factor))
 
     def _student(self, seed: int) -> Any:
-        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        return build_model(self.r.student, len(self.classes))
+        return self.build_model(self.r.student, len(self.classes), seed)
 
     def _kd(self, teacher_path: Path, seed: int) -> ResolutionKD:
         teacher, _ = load_model(teacher_path)
@@ -279,12 +272,11 @@ class ResolutionPipeline(Pipeline):
     def run(self) -> dict[str, Any]:
         r = self.r
         self._load_data()
-        if r.teacher_checkpoint:
-            self._teacher(r.seeds[0])  # checks the file against the data before any folder
+        self._check_teacher_file()  # against the data, before any folder
         self.start()
         runs = []
         for seed in r.seeds:
-            teacher_path = self._teacher(seed)
+            teacher_path = self.teacher(seed, self._train_teacher)
             runs.append(self._evaluate(f"seed{seed}/teacher", "teacher", r.teacher_factor, seed,
                                        teacher_path))
             for rel in r.student_factors:

@@ -25,15 +25,12 @@ from pydantic import Field
 from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import SegItem, SegmentationDataset, seg_channel_stats
 from medistill.engine.checkpoint import load_model
-from medistill.engine.trainer import seed_everything
 from medistill.errors import DataError, RecipeError
 from medistill.methods import SegmentationKD, SegSupervised
 from medistill.methods.hlfd import PRESETS
 from medistill.metrics.paired import over_seeds, paired_by_name
-from medistill.models import build_model
 from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
-from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
 from medistill.pipelines.overlays import write_overlays
 from medistill.pipelines.seg_data import (
@@ -119,42 +116,28 @@ class SegmentationPipeline(Pipeline):
                         self._dataset(self.val_items, False), cfg, meta, len(self.classes))
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
-        def evaluate() -> dict[str, Any]:
-            model, meta = load_model(model_path)
-            e = self.r.eval
+        e = self.r.eval
+
+        def evaluate(model: Segmenter, meta: dict[str, Any]) -> dict[str, Any]:
             res = evaluate_segmenter(model, meta, self.test_items, n_resamples=e.n_resamples,
                                      ci_seed=e.ci_seed, threshold=e.threshold, hd95=e.hd95,
                                      latency=e.latency, latency_repeats=e.latency_repeats,
                                      threads=e.threads)
             res["ci_seed"] = res.pop("seed", e.ci_seed)  # the bootstrap's, not the run's
             return {"name": name, "role": role, "seed": seed, "split": e.split,
-                    "model": meta["model"]["name"], **res,
-                    "history": read_history(model_path.parent / "log.csv"),
-                    "model_path": str(model_path)}
+                    "model": meta["model"]["name"], **res}
 
-        return self.cached_record(name, evaluate)
+        return self.evaluate_record(name, model_path, evaluate)
 
     def _model(self, spec: ModelConfig, seed: int) -> Segmenter:
-        seed_everything(seed)  # the initialisation depends on the seed only, not on run order
-        model = build_model(spec, len(self.classes))
-        if not isinstance(model, Segmenter):
-            raise RecipeError(f"model {spec.name!r} is not a segmentation model")
-        return model
+        return self.build_model(spec, len(self.classes), seed, Segmenter,
+                                "a segmentation model")
 
     def _check_teacher_checkpoint(self) -> None:
-        path = self.r.teacher_checkpoint
-        if path:
-            _, meta = load_model(path)
-            if meta.get("task") != "segmentation" or meta["classes"] != self.classes:
-                raise RecipeError(
-                    f"teacher_checkpoint {path}: not a segmentation model of the classes "
-                    f"{self.classes} (it has {meta.get('classes')})")
+        self.check_teacher_checkpoint("segmentation", self.classes)
 
-    def _teacher(self, seed: int) -> Path:
-        r = self.r
-        if r.teacher_checkpoint:
-            return Path(r.teacher_checkpoint)
-        k = r.kd
+    def _train_teacher(self, seed: int) -> Path:
+        r, k = self.r, self.r.kd
         method = SegSupervised(self._model(r.teacher, seed), k.focal_weight, k.dice_weight,
                                k.gamma, r.eval.threshold)
         return self._train(f"seed{seed}/teacher", method, r.stage_train("teacher", seed),
@@ -181,7 +164,7 @@ class SegmentationPipeline(Pipeline):
         self.start()
         runs, overlay_models = [], {}
         for seed in r.seeds:
-            teacher_path = self._teacher(seed)
+            teacher_path = self.teacher(seed, self._train_teacher)
             runs.append(self._evaluate(f"seed{seed}/teacher", "teacher", seed, teacher_path))
             if seed == r.seeds[0]:
                 overlay_models["teacher"] = teacher_path

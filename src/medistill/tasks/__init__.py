@@ -7,6 +7,7 @@ from medistill.tasks.base import (
     INPUT_NAME,
     OUTPUT_NAME,
     TASKS,
+    MetricColumn,
     ModelCard,
     Task,
     card_from_meta,
@@ -23,6 +24,7 @@ from medistill.tasks.weak_segmentation import WEAK_SEGMENTATION, WeakSegmentatio
 __all__ = [
     "CARD_VERSION", "CLASSIFICATION", "IDENTITY_VIEW", "INPUT_NAME", "INSTANCE", "OUTPUT_NAME",
     "SEGMENTATION", "TASKS", "WEAK_SEGMENTATION", "ClassificationCard", "InstanceCard",
-    "ModelCard", "SegmentationCard", "Task", "WeakSegmentationCard", "card_from_meta",
+    "MetricColumn", "ModelCard", "SegmentationCard", "Task", "WeakSegmentationCard",
+    "card_from_meta",
     "get_task", "migrate", "register_task", "task_name",
 ]

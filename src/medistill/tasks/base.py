@@ -49,6 +49,37 @@ class ModelCard(BaseModel):
 
 
 @dataclass(frozen=True)
+class MetricColumn:
+    """One metric column of the results table ``medistill evaluate`` prints.
+
+    A cell is ``value (low-high)`` (header ``"<header> (95% CI)"``) when ``ci``, else the value
+    alone (a metric the record lacks shows as ``nan``); with ``then`` two metrics share one
+    cell as ``a/b``."""
+
+    metric: str
+    header: str
+    width: int = 22
+    ci: bool = True
+    digits: int = 3
+    #: a second metric shown after ``metric`` as ``value/value`` (no CI)
+    then: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.header} (95% CI)" if self.ci else self.header
+
+    def cell(self, metrics: dict[str, Any]) -> str:
+        d = self.digits
+        if self.then is not None:
+            a, b = metrics[self.metric]["value"], metrics[self.then]["value"]
+            return f"{a:>5.{d}f}/{b:<5.{d}f}"
+        if self.ci:
+            m = metrics[self.metric]
+            return f"{m['value']:.{d}f} ({m['low']:.{d}f}-{m['high']:.{d}f})"
+        return f"{metrics.get(self.metric, {}).get('value', float('nan')):.{d}f}"
+
+
+@dataclass(frozen=True)
 class Task:
     """A task: its card type, what its exported graph returns, and its CLI columns."""
 
@@ -56,8 +87,8 @@ class Task:
     card: type[ModelCard]
     #: what the exported graph's output holds
     output_kind: str = "logits (softmax for probabilities)"
-    #: the metrics ``medistill evaluate`` shows, in order
-    columns: tuple[str, ...] = ()
+    #: the metric columns ``medistill evaluate`` (and ``run``) print, in order
+    columns: tuple[MetricColumn, ...] = ()
     #: card keys copied into an export's sidecar for decoding the output
     export_keys: tuple[str, ...] = ()
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from medistill.data.instance import InstanceDataset
 from medistill.metrics.instance import instance_case_metrics, instance_report
 from medistill.postprocess import decode_embeddings
-from medistill.tasks.base import ModelCard, Task, register_task
+from medistill.tasks.base import MetricColumn, ModelCard, Task, register_task
 
 
 class InstanceCard(ModelCard):
@@ -29,7 +29,8 @@ class InstanceCard(ModelCard):
 INSTANCE = register_task(Task(
     "instance", InstanceCard,
     output_kind="per-pixel embedding channels then 1 foreground logit (sigmoid)",
-    columns=("aji", "pq"),
+    columns=(MetricColumn("aji", "AJI"), MetricColumn("pq", "PQ"),
+             MetricColumn("voi_split", "VOI s/m", 11, ci=False, digits=2, then="voi_merge")),
     export_keys=("scale", "offsets", "postprocess")))
 
 

@@ -16,7 +16,7 @@ from medistill.metrics.segmentation import (
     multiclass_case_metrics,
     segmentation_report,
 )
-from medistill.tasks.base import IDENTITY_VIEW, ModelCard, Task, register_task
+from medistill.tasks.base import IDENTITY_VIEW, MetricColumn, ModelCard, Task, register_task
 
 
 class SegmentationCard(ModelCard):
@@ -28,7 +28,10 @@ class SegmentationCard(ModelCard):
 
 
 SEGMENTATION = register_task(Task(
-    "segmentation", SegmentationCard, columns=("dice", "iou", "voe", "rvd", "hd95"),
+    "segmentation", SegmentationCard,
+    columns=(MetricColumn("dice", "DSC"), MetricColumn("rvd", "RVD", 24),
+             MetricColumn("voe", "VOE", 6, ci=False), MetricColumn("hd95", "HD95", 7, ci=False,
+                                                                   digits=2)),
     export_keys=("threshold",)))
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from medistill.tasks.base import Task, register_task
+from medistill.tasks.base import MetricColumn, Task, register_task
 from medistill.tasks.segmentation import SegmentationCard
 
 
@@ -20,5 +20,7 @@ class WeakSegmentationCard(SegmentationCard):
 
 WEAK_SEGMENTATION = register_task(Task(
     "weak_segmentation", WeakSegmentationCard,
-    columns=("pixel_f1", "pixel_f1_pos", "iou", "dice", "image_auc"),
+    columns=(MetricColumn("pixel_f1", "pixel F1"), MetricColumn("pixel_f1_pos", "F1 positives"),
+             MetricColumn("pixel_f1_positive", "tumour F1, all", 14, ci=False),
+             MetricColumn("image_auc", "image AUC", 9, ci=False)),
     export_keys=("threshold", "sigma", "sigma_at", "weak")))
