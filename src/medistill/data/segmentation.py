@@ -314,13 +314,18 @@ class SegmentationDataset(Dataset):
         return resize_pair(*self.pair(index), self.image_size)
 
     def __getitem__(self, index: int) -> dict:
+        p = None
+        if self.augment is not None:
+            p = self.augment.sample_params(np.random.default_rng([self.seed, self.epoch, index]))
+        return self.augmented(index, p)
+
+    def augmented(self, index: int, p: Mapping[str, float] | None) -> dict:
+        """Item ``index`` under the augmentation parameters ``p`` (a
+        :meth:`SegAugment.sample_params` dict; None: none), as :meth:`__getitem__` serves it."""
         image, mask = self.pair(index)
-        if self.augment is None:
+        if p is None:
             image, mask = resize_pair(image, mask, self.image_size)
-            p = None
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            p = self.augment.sample_params(rng)
             image, mask = resize_pair(_crop(image, p), _crop(mask, p), self.image_size,
                                       p["angle"])
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)

@@ -226,12 +226,17 @@ def dihedral_elements(flip: bool, rotate90: bool) -> list[tuple[bool, bool, int]
     return [(False, False, 0)]
 
 
-def replay_params(augment: Any, size: int, draws: int, seed: int) -> dict[str, torch.Tensor]:
+def replay_params(augment: Any, size: int, draws: int, seed: int,
+                  stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params
+                  ) -> dict[str, torch.Tensor]:
     """The ``draws`` stored augmentations of every sample, (size, draws) per key.
 
     Sample ``i`` gets the dihedral elements in a random order of its own (so K = 8 stores all 8
-    exactly once, K = 16 each twice, K < 8 a random subset) and colour jitter freshly sampled
-    per draw with the augmentation's own distribution; all from ``(seed, i)`` only."""
+    exactly once, K = 16 each twice, K < 8 a random subset) and the other parameters (colour
+    jitter; a segmentation augmentation's crop and angle too) freshly sampled per draw with the
+    augmentation's own distribution; all from ``(seed, i)`` only. ``stack`` turns the
+    per-draw dicts into tensors (:func:`~medistill.data.transforms.stack_params`, or
+    :func:`~medistill.data.segmentation.stack_seg_params` for :class:`SegAugment`)."""
     elements = dihedral_elements(augment.flip, augment.rotate90)
     rows = []
     for i in range(size):
@@ -241,7 +246,7 @@ def replay_params(augment: Any, size: int, draws: int, seed: int) -> dict[str, t
             p = augment.sample_params(rng)
             p["hflip"], p["vflip"], p["rot"] = elements[order[k % len(elements)]]
             rows.append(p)
-    return {k: v.view(size, draws) for k, v in stack_params(rows).items()}
+    return {k: v.view(size, draws) for k, v in stack(rows).items()}
 
 
 class TeacherReplay:
@@ -257,12 +262,14 @@ class TeacherReplay:
     """
 
     def __init__(self, augment: Any, size: int, draws: int, seed: int, key: str,
-                 directory: str | Path | None = None, dtype: str = "float16") -> None:
+                 directory: str | Path | None = None, dtype: str = "float16",
+                 stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params
+                 ) -> None:
         if draws < 1:
             raise TrainingError(f"teacher replay needs at least 1 draw per sample, got {draws}")
         self.size, self.k, self.seed = size, draws, seed
         self.cache = TeacherCache(size * draws, key, directory, dtype)
-        self.params = replay_params(augment, size, draws, seed)
+        self.params = replay_params(augment, size, draws, seed, stack)
         self._epoch: tuple[int, torch.Tensor] | None = None
 
     @property
@@ -299,14 +306,28 @@ class TeacherReplay:
         its ``view`` is decoded ``batch_size`` images at a time (never all at once), augmented
         with each draw's parameters and normalised exactly as in training
         (:func:`~medistill.data.transforms.augment_batch`)."""
+        def views(idx: torch.Tensor) -> Callable[[int], torch.Tensor]:
+            images = decode_views(source, [view], idx.tolist())[view]
+            return lambda k: augment_batch(images, self.params_at(idx, k), source.mean,
+                                           source.std)
+
+        return self.fill_from(teacher, views, batch_size)
+
+    @torch.no_grad()
+    def fill_from(self, teacher: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
+                  views: Callable[[torch.Tensor], Callable[[int], torch.Tensor]],
+                  batch_size: int = 64) -> int:
+        """:meth:`fill` with the teacher's inputs made by ``views``: for a batch of sample
+        indices it returns ``draw k -> the (B, C, H, W) teacher input of draw k`` (each
+        sample's draw-``k`` parameters, :meth:`params_at`), built as in training."""
         done = np.asarray(self.cache.filled).reshape(self.size, self.k)
         todo = np.flatnonzero(~done.all(1))
         count = 0
         for start in range(0, len(todo), batch_size):
             idx = torch.from_numpy(todo[start:start + batch_size])
-            images = decode_views(source, [view], idx.tolist())[view]
+            view_of = views(idx)
             for k in range(self.k):
-                x = augment_batch(images, self.params_at(idx, k), source.mean, source.std)
+                x = view_of(k)
                 self.cache.get_or_compute(idx * self.k + k, lambda x=x: teacher(x))
                 count += len(idx)
         self.cache.flush()

@@ -184,11 +184,31 @@ class SegmentationKD(SegmentationMethod):
                  for n in self._ipd_taps()]
         return torch.stack(terms).sum()
 
+    # -- the frozen teacher -------------------------------------------------------------------
+    def teacher_taps(self) -> tuple[str, ...]:
+        """The teacher taps the chosen terms read (what a teacher replay stores)."""
+        t, taps = self.teacher, []
+        for term, names in (("ufd", t.middle), ("ifd", (t.final,)), ("at", t.encoder_taps),
+                            ("upd", t.decoder_taps), ("ipd", ("logits",)),
+                            ("logit", ("logits",))):
+            if term in self.terms:
+                taps += [n for n in names if n not in taps]
+        return tuple(taps)
+
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's :meth:`teacher_taps` on ``x``."""
+        features = self.teacher.features(x)
+        return {n: features[n] for n in self.teacher_taps()}
+
     # -- the method ---------------------------------------------------------------------------
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One step; the teacher's taps are the batch's ``teacher_outputs`` when it carries
+        them (a :class:`~medistill.data.seg_replay.SegReplayDataset`), else computed."""
         x, mask = batch["image"], batch["mask"]
-        with torch.no_grad():
-            t = self.teacher.features(x)
+        t = batch.get("teacher_outputs")
+        if t is None:
+            t = self.teacher_forward(x)
         s = self.student.features(x)
         from medistill.engine.distributed import global_batch
         s, t, mask = global_batch(s, t, mask)  # DDP: the loss of the global batch

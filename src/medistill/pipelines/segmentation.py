@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import SegItem, SegmentationDataset, seg_channel_stats
@@ -33,6 +33,7 @@ from medistill.models.segmenter import Segmenter
 from medistill.pipelines.base import Pipeline, StagedRecipe
 from medistill.pipelines.evaluate_segmentation import evaluate_segmenter
 from medistill.pipelines.overlays import write_overlays
+from medistill.pipelines.resolution import ReplayConfig
 from medistill.pipelines.seg_data import (
     SegAugmentConfig,
     SegDataConfig,
@@ -55,6 +56,9 @@ class HLFDConfig(StrictModel):
     gamma: float = Field(2.0, ge=0)
     at_reduction: Literal["sum", "mean"] = Field(
         "sum", description="attention transfer over positions: sum (the authors') or mean")
+    teacher_replay: ReplayConfig | None = Field(
+        None, description="the frozen teacher's taps stored for K augmentations per image and "
+        "replayed (FKD); None: the teacher runs every step")
 
 
 class SegEvalConfig(EvalConfig):
@@ -77,6 +81,13 @@ class HLFDRecipe(StagedRecipe):
     stages: dict[Stage, dict[str, Any]] = {}
     kd: HLFDConfig = HLFDConfig()
     eval: SegEvalConfig = SegEvalConfig()
+
+    @model_validator(mode="after")
+    def _replay_needs_augmentation(self) -> HLFDRecipe:
+        if self.kd.teacher_replay is not None and not self.augment.enabled:
+            raise ValueError("kd.teacher_replay needs augment.enabled: true (without "
+                             "augmentation the teacher's input is fixed and nothing varies)")
+        return self
 
 
 class SegmentationPipeline(Pipeline):
@@ -112,8 +123,35 @@ class SegmentationPipeline(Pipeline):
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
-        return self.fit(name, method, self._dataset(self.train_items, True, cfg.seed),
-                        self._dataset(self.val_items, False), cfg, meta, len(self.classes))
+        train_set: Any = self._dataset(self.train_items, True, cfg.seed)
+        replay = self.r.kd.teacher_replay
+        if (isinstance(method, SegmentationKD) and replay is not None
+                and not (self.out / name / "train_done.json").is_file()):
+            train_set = self._replay_set(method, train_set, replay, cfg)
+        return self.fit(name, method, train_set, self._dataset(self.val_items, False), cfg,
+                        meta, len(self.classes))
+
+    def _replay_set(self, method: SegmentationKD, train_set: SegmentationDataset,
+                    replay: ReplayConfig, cfg: TrainConfig) -> Any:
+        """``kd.teacher_replay``: the teacher's taps for ``replay.draws`` augmentations per
+        image, filled once (on the training device) and reused by the next run of the same
+        teacher, taps and images."""
+        from medistill.engine.distributed import device_for_rank
+        from medistill.engine.trainer import resolve_device
+        from medistill.pipelines.seg_replay import sample_files, seg_replay_dataset
+
+        d = self.r.data
+        device = resolve_device(device_for_rank(cfg.device))
+        method.teacher.to(device)
+        volumes = [Path(d.root) / p for v in d.volumes for p in (v.image, v.mask)]
+        out = seg_replay_dataset(
+            method.teacher, method.teacher_forward, train_set, replay,
+            self.out / "teacher_replay" if replay.storage == "disk" else None,
+            sample_files(train_set, volumes), cfg.batch_size,
+            getattr(self, "_last_replay", None), device, taps=method.teacher_taps(),
+            image_size=d.image_size, normalization=self.norm, mask_mode=d.mask_mode)
+        self._last_replay = out.replay
+        return out
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
         e = self.r.eval
