@@ -78,3 +78,36 @@ def test_every_model_exports_and_evaluates_from_the_cli(name, tmp_path):
     record = json.loads((tmp_path / "ev" / "eval.json").read_text())
     shown = [m for c in registered.columns for m in (c.metric, c.then) if m]
     assert record["metrics"] and all(m in record["metrics"] for m in shown)
+
+
+#: the function ``medistill evaluate`` hands each task's model to
+EVALUATORS = {
+    "classification": ("medistill.pipelines.evaluate", "evaluate_classifier"),
+    "segmentation": ("medistill.pipelines.evaluate_segmentation", "evaluate_segmenter"),
+    "weak": ("medistill.pipelines.evaluate_weak", "evaluate_weak"),
+    "instance": ("medistill.pipelines.evaluate_instances", "evaluate_instance_model"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(EVALUATORS))
+def test_evaluate_passes_device_to_every_task(task, tmp_path, monkeypatch):
+    """``--device`` reaches the evaluation of every task (the instance branch ignored it and
+    ran on the CPU whatever was asked)."""
+    import importlib
+
+    name = next(m for m in list_models() if task_of(m) == task)
+    data, split = DATA[task]
+    model_file = save_model(build(name).eval(), model_card(name, data),
+                            tmp_path / "run" / "best.pt")
+    module, attr = EVALUATORS[task]
+    seen: list[str] = []
+
+    def stop(*args, **kwargs):
+        seen.append(kwargs.get("device", "<not passed>"))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(importlib.import_module(module), attr, stop)
+    root = write_data(task, tmp_path / "data")
+    CliRunner().invoke(app, ["evaluate", str(model_file), "--data", str(root), "--layout",
+                             "folders", "--split", split, "--device", "auto"])
+    assert seen == ["auto"]

@@ -13,6 +13,7 @@ from medistill.cli.tables import (
     INSTANCE_COLUMNS,
     SEGMENTATION_COLUMNS,
     WEAK_COLUMNS,
+    Column,
     print_paired,
     print_table,
 )
@@ -82,7 +83,7 @@ def evaluate(
     if task != "classification" and len(checkpoints) > 1:
         raise DataError(f"{checkpoints[1]}: only classifiers can be evaluated several at once")
     if task == "instance":
-        _evaluate_instances(checkpoint, model, meta, data, split, n_resamples, out)
+        _evaluate_instances(checkpoint, model, meta, data, split, n_resamples, out, device)
         return
     if meta.get("weak"):
         _evaluate_weak(checkpoint, model, meta, data, split, n_resamples, out, device)
@@ -156,15 +157,7 @@ def _evaluate_weak(checkpoint: Path, model: Any, meta: dict[str, Any], data: Pat
     # model files from before sigma_at existed were smoothed in original pixels
     res = evaluate_weak(model, dataset, meta["threshold"], meta.get("sigma", 0.0), n_resamples,
                         sigma_at=meta.get("sigma_at", "original"), device=device)
-    record = {"name": run_name(checkpoint), "model_file": str(checkpoint), "role": "evaluated",
-              "seed": 0, "data": str(data), "split": split, **res}
-    typer.echo(_where(data, split, len(items)))
-    print_table([record], WEAK_COLUMNS)
-    if out:
-        from medistill.engine.checkpoint import atomic_write_text
-
-        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
-        typer.echo(f"eval: {out / 'eval.json'}")
+    _show_one(_record(checkpoint, data, split, res), len(items), WEAK_COLUMNS, out)
 
 
 def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
@@ -176,25 +169,14 @@ def _evaluate_segmenter(checkpoint: Path, model: Any, meta: dict[str, Any], data
     cfg = validate(SegDataConfig, _data_section(meta, data), f"{checkpoint} data")
     items = load_seg_split(cfg, split)
     res = evaluate_segmenter(model, meta, items, n_resamples=n_resamples, device=device)
-    record = {"name": run_name(checkpoint), "model_file": str(checkpoint), "role": "evaluated",
-              "seed": 0, "data": str(data), "split": split, "model": meta["model"]["name"],
-              **res}
-    typer.echo(_where(data, split, len(items)))
-    print_table([record], SEGMENTATION_COLUMNS)
-    if out:
-        from medistill.engine.checkpoint import atomic_write_text
-        from medistill.reports import write_report
-
-        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
-        write_report(out, {"task": "segmentation", "title": f"Evaluation of {record['name']}",
-                           "summary": _where(data, split, len(items)),
-                           "classes": meta["classes"],
-                           "runs": [{k: v for k, v in record.items() if k != "cases"}]})
-        typer.echo(f"report: {out / 'report.html'}")
+    record = _record(checkpoint, data, split, res, model=meta["model"]["name"])
+    _show_one(record, len(items), SEGMENTATION_COLUMNS, out, report={
+        "task": "segmentation", "classes": meta["classes"],
+        "runs": [{k: v for k, v in record.items() if k != "cases"}]})
 
 
 def _evaluate_instances(checkpoint: Path, model: Any, meta: dict[str, Any], data: Path,
-                        split: str, n_resamples: int, out: Path | None) -> None:
+                        split: str, n_resamples: int, out: Path | None, device: str) -> None:
     """An instance (embedding) model on a role of its data (train / val / test)."""
     from medistill.config import validate
     from medistill.errors import CheckpointError
@@ -206,17 +188,37 @@ def _evaluate_instances(checkpoint: Path, model: Any, meta: dict[str, Any], data
                               "recorded the data layout; evaluate it with its recipe")
     cfg = validate(InstanceDataConfig, _data_section(meta, data), f"{checkpoint} data")
     items = load_instance_split(cfg, split)
-    res = evaluate_instance_model(model, meta, items, n_resamples=n_resamples)
-    record = {"name": run_name(checkpoint), "model_file": str(checkpoint), "role": "evaluated",
-              "seed": 0, "data": str(data), "split": split, "model": meta["model"]["name"],
-              **res}
-    typer.echo(_where(data, split, len(items)))
-    print_table([record], INSTANCE_COLUMNS)
-    if out:
-        from medistill.engine.checkpoint import atomic_write_text
+    res = evaluate_instance_model(model, meta, items, n_resamples=n_resamples, device=device)
+    _show_one(_record(checkpoint, data, split, res, model=meta["model"]["name"]), len(items),
+              INSTANCE_COLUMNS, out)
 
-        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+
+def _record(checkpoint: Path, data: Path, split: str, res: dict[str, Any],
+            **extra: Any) -> dict[str, Any]:
+    """The record of one evaluated model file (``eval.json``, the table row)."""
+    return {"name": run_name(checkpoint), "model_file": str(checkpoint), "role": "evaluated",
+            "seed": 0, "data": str(data), "split": split, **extra, **res}
+
+
+def _show_one(record: dict[str, Any], n: int, columns: list[Column], out: Path | None,
+              report: dict[str, Any] | None = None) -> None:
+    """Print where and what was evaluated; with ``out``, write ``eval.json`` (and, given its
+    ``report`` fields, ``report.html``)."""
+    where = _where(Path(record["data"]), record["split"], n)
+    typer.echo(where)
+    print_table([record], columns)
+    if not out:
+        return
+    from medistill.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
+    if report is None:
         typer.echo(f"eval: {out / 'eval.json'}")
+        return
+    from medistill.reports import write_report
+
+    write_report(out, {"title": f"Evaluation of {record['name']}", "summary": where, **report})
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 def _data_section(meta: dict[str, Any], root: Path) -> dict[str, Any]:

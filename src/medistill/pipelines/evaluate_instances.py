@@ -44,13 +44,19 @@ def predict_instances(model: torch.nn.Module, meta: dict[str, Any], items: Seque
 def evaluate_instance_model(model: torch.nn.Module, meta: dict[str, Any],
                             items: Sequence[SegItem], n_resamples: int = 10_000,
                             ci_seed: int = 0, latency: bool = True, latency_size: int = 256,
-                            latency_repeats: int = 20, threads: int | None = None
-                            ) -> dict[str, Any]:
-    """Metrics with 95% CIs over images, efficiency at ``latency_size`` px, per-image values."""
-    model = model.cpu().eval()
+                            latency_repeats: int = 20, threads: int | None = None,
+                            device: str = "cpu") -> dict[str, Any]:
+    """Metrics with 95% CIs over images, efficiency at ``latency_size`` px, per-image values;
+    the instances are predicted on ``device`` (``auto``: a GPU if there is one), latency on the
+    CPU."""
+    from medistill.engine.trainer import resolve_device
+
+    dev = resolve_device(device)
     dataset = dataset_for_model(items, meta)
     # the task's one inference + metric path (validation selects epochs on the same)
-    cases = case_metrics(model, dataset, meta["offsets"], meta.get("postprocess", {}))
+    cases = case_metrics(model.to(dev).eval(), dataset, meta["offsets"],
+                         meta.get("postprocess", {}), dev)
+    model = model.cpu()
     report = instance_report(cases, n_resamples, ci_seed)
     eff = profile_model(model, (3, latency_size, latency_size), latency=latency,
                         repeats=latency_repeats, threads=threads)

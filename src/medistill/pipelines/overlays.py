@@ -4,7 +4,7 @@ they never load a model; see the layering in :mod:`medistill`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,34 @@ from medistill.reports.weak_segmentation import write_weak_figure
 Row = tuple[str, np.ndarray, dict[str, np.ndarray]]
 
 
+def _rows(models: Mapping[str, Path], items: Sequence[Any],
+          build: Callable[[Sequence[Any], dict[str, Any]], Any],
+          predict: Callable[[Any, dict[str, Any], Any], list[np.ndarray]],
+          original: Callable[[Any, int], tuple[np.ndarray, np.ndarray]]) -> list[Row]:
+    """Load each model file, ``build`` its dataset of ``items`` from its card, ``predict``
+    every item; one row per item: its ``original`` image, the truth and each model's map."""
+    preds: dict[str, list[np.ndarray]] = {}
+    dataset = None
+    for name, path in models.items():
+        model, meta = load_model(path)
+        dataset = build(items, meta)
+        preds[name] = predict(model, meta, dataset)
+    rows: list[Row] = []
+    for i, item in enumerate(items):
+        image, truth = original(dataset, i)
+        rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
+    return rows
+
+
 def write_overlays(out_dir: Path, models: Mapping[str, Path], items: Sequence[Any],
                    seed: int = 0) -> list[dict[str, str]]:
     """Predict ``items`` with every segmentation model file, write ``figures/overlays.png``,
     return its figure entry for ``results["figures"]``."""
     if not items or not models:
         return []
-    preds: dict[str, list[np.ndarray]] = {}
-    dataset = None
-    for name, path in models.items():
-        model, meta = load_model(path)
-        dataset = dataset_for_segmenter(items, meta)
-        preds[name] = predict_masks(model, dataset, meta.get("threshold", 0.4))
-    assert dataset is not None
-    rows: list[Row] = []
-    for i, item in enumerate(items):
-        image, truth = dataset.pair(i)
-        rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
+    rows = _rows(models, items, dataset_for_segmenter,
+                 lambda model, meta, ds: predict_masks(model, ds, meta.get("threshold", 0.4)),
+                 lambda ds, i: ds.pair(i))
     return write_overlay_figure(out_dir, rows, seed)
 
 
@@ -48,17 +59,9 @@ def write_instance_overlays(out_dir: Path, models: Mapping[str, Path], items: Se
     ``figures/instance_overlays.png``."""
     if not items or not models:
         return []
-    preds: dict[str, list[np.ndarray]] = {}
-    dataset = None
-    for name, path in models.items():
-        model, meta = load_model(path)
-        dataset = dataset_for_model(items, meta)
-        preds[name] = predict_instances(model, meta, items, dataset)
-    assert dataset is not None
-    rows: list[Row] = []
-    for i, item in enumerate(items):
-        image, truth = dataset.original(i)
-        rows.append((item.name, image, {"truth": truth, **{n: p[i] for n, p in preds.items()}}))
+    rows = _rows(models, items, dataset_for_model,
+                 lambda model, meta, ds: predict_instances(model, meta, items, ds),
+                 lambda ds, i: ds.original(i))
     return write_instance_figure(out_dir, rows)
 
 
