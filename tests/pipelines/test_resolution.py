@@ -29,13 +29,15 @@ def tiny_recipe(*extra: str, root: Path | None = None):
     return load_recipe(demo_recipe_path(), [*TINY, *extra], {"demo_data": str(root)})
 
 
+#: the recipe's 40-epoch teacher is not what these tests are about
+SHORT_TEACHER = "stages.teacher.epochs=2"
 AUX = f"aux_data=[{{format: images, root: '{demo_data_root() / 'train'}'}}]"
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    recipe = tiny_recipe("runs=[baseline, kd, kd_aux]", AUX)
+    recipe = tiny_recipe("runs=[baseline, kd, kd_aux]", AUX, SHORT_TEACHER)
     return out, run_recipe(recipe, out, progress=False)
 
 
@@ -102,7 +104,8 @@ def test_existing_output_needs_resume(full_run):
         run_recipe(tiny_recipe("runs=[baseline]"), out, progress=False)
     # with resume, finished runs are reused, not retrained (the recipe must be the same, but
     # for the runs listed)
-    results = run_recipe(tiny_recipe("runs=[baseline]", AUX), out, resume=True, progress=False)
+    results = run_recipe(tiny_recipe("runs=[baseline]", AUX, SHORT_TEACHER), out, resume=True,
+                         progress=False)
     assert [r["role"] for r in results["runs"]] == ["teacher", "baseline"]
 
 
@@ -165,7 +168,7 @@ def test_upsampled_student_sees_the_original_size(tmp_path):
 def test_a_run_does_not_depend_on_the_other_runs_of_the_recipe(full_run, tmp_path):
     """Same seed, same settings -> the same KD student, whether or not a baseline ran first."""
     out, results = full_run
-    alone = run_recipe(tiny_recipe("runs=[kd]"), tmp_path, progress=False)
+    alone = run_recipe(tiny_recipe("runs=[kd]", SHORT_TEACHER), tmp_path, progress=False)
     kd = [r for r in results["runs"] if r["role"] == "kd"][0]
     assert alone["runs"][1]["role"] == "kd"
     assert alone["runs"][1]["confusion_matrix"] == kd["confusion_matrix"]
