@@ -202,10 +202,18 @@ class GraphRelationKD(InstanceEmbedding):
             out["inter_igd"] = inter_image_igd(s, t, labels, [n for _, n in entries],
                                                self.bank_sample)
 
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's L2-normalised embedding map (what a teacher replay stores)."""
+        return {"embedding": self.teacher.embed(x)[0]}
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One step; the teacher's embeddings are the batch's ``teacher_outputs`` when it
+        carries them (``kd.teacher_replay``), else computed. Every term AND the memory bank's
+        entries are derived from them, so a replayed step pushes what the online one does."""
         x, labels = batch["image"], batch["labels"]
-        with torch.no_grad():
-            t, _ = self.teacher.embed(x)
+        stored = batch.get("teacher_outputs")
+        t = (stored if stored is not None else self.teacher_forward(x))["embedding"]
         s, fg = self.model.embed(x)
         # DDP: every rank computes the loss (and pushes the bank entries) of the global batch,
         # so each rank's memory bank equals the single-process bank

@@ -117,10 +117,17 @@ class FusionKD(WeakSegMethod):
         self.wce_weight, self.mil_weight = float(wce_weight), float(mil_weight)
         self.threshold, self.sigma, self.sigma_at = threshold, sigma, sigma_at
 
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's fused soft map (what a teacher replay stores)."""
+        return {"fused": self.teacher.maps(x)[1]}
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One step; the teacher's fused map is the batch's ``teacher_outputs`` when it
+        carries them (``fusion.teacher_replay``), else computed."""
         x = batch["image"]
-        with torch.no_grad():
-            _, target = self.teacher.maps(x)  # the teacher's fused soft map
+        stored = batch.get("teacher_outputs")
+        target = (stored if stored is not None else self.teacher_forward(x))["fused"]
         sides, fused = self.student.maps(x)
         from medistill.engine.distributed import global_batch
         sides, fused, target, label = global_batch(sides, fused, target, batch["label"])
