@@ -37,7 +37,10 @@ even while the bank holds fewer maps, as in the authors' code. The teacher is fr
 each step the batch's teacher maps are pushed into the FIFO
 :class:`~medistill.methods.memory_bank.MemoryBank` of ``bank_size`` (32) entries, AFTER
 sampling, so an image is never compared with itself (the authors push first, so the current
-batch can be drawn). :meth:`deployable` is the student.
+batch can be drawn). With ``kd.teacher_replay`` the teacher's embeddings come with the batch
+(``teacher_outputs``, stored by :meth:`GraphRelationKD.teacher_forward` for K augmented crops),
+and the terms and the bank entries are derived from them as from the online ones.
+:meth:`deployable` is the student.
 """
 
 from __future__ import annotations

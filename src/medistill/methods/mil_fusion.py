@@ -22,7 +22,10 @@ carries the method's sections but not its equation numbers, so the terms are cit
   fused PROBABILITY, weighted per pixel by ``(1 - |t - s|)^gamma``
   (:class:`~medistill.losses.AgreementWeightedBCE`; the authors' code casts the target to an
   integer, which floors it to background: not repeated here). ``mu`` (default 0) optionally
-  keeps the image-label MIL loss on the student;
+  keeps the image-label MIL loss on the student. The teacher is frozen for the whole round and
+  its fused map is computed on every augmented batch (nothing is precomputed), so
+  ``fusion.teacher_replay`` can store it for K augmentations per image at the start of the
+  round and the batches carry it (``teacher_outputs``; :meth:`FusionKD.teacher_forward`);
 - dynamic role reversal (section 3.2): :func:`decide_swap` compares teacher and student on
   the VALIDATION split (the authors' code uses the test split); the rounds are run by
   :class:`~medistill.pipelines.role_reversal.IterativeFusion`.
