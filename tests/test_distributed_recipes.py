@@ -99,19 +99,37 @@ def test_hlfd_two_processes_equal_one(tmp_path: Path) -> None:
         "eval.overlays=0"], expect=2)
 
 
+GRAPH_RELATION = [
+    "data.crop_size=24", "data.crops_per_image=2",
+    "data.splits={train: train, val: val, test: test}",
+    "teacher.kwargs={widths: [4, 4, 8], embedding_dim: 4}",
+    "student.kwargs={widths: [2, 2, 4], embedding_dim: 4}", "kd.offsets=[1, 3, 9]",
+    "kd.bank_size=3", "kd.bank_sample=2", "runs=[full]", "train.epochs=2",
+    "train.batch_size=4", "postprocess.method=watershed", "postprocess.min_size=2",
+    "eval.latency_repeats=1", "eval.latency_size=32", "eval.overlays=0"]
+
+
 def test_graph_relation_two_processes_equal_one(tmp_path: Path) -> None:
     """Batch-norm embedding U-Nets, every KD term incl. the inter-image ones: each rank's
     memory bank (entries, pointer, count, sampling RNG; in ``last.pt``) equals the 1-process
     bank."""
     root = write_instance_dataset(tmp_path / "data", {"train": 4, "val": 1, "test": 1})
+    compare(tmp_path, "graph_relation_monuseg.yaml", [f"data.root={root}", *GRAPH_RELATION],
+            expect=2)
+
+
+@pytest.mark.slow  # ~20 s
+def test_graph_relation_with_a_disk_teacher_replay_two_processes_equal_one(tmp_path: Path
+                                                                          ) -> None:
+    """``kd.teacher_replay`` on disk: local rank 0 fills the one replay folder, both ranks
+    read it; the replayed embeddings feed the loss and every rank's memory bank as in 1
+    process."""
+    root = write_instance_dataset(tmp_path / "data", {"train": 4, "val": 1, "test": 1})
     compare(tmp_path, "graph_relation_monuseg.yaml", [
-        f"data.root={root}", "data.crop_size=24", "data.crops_per_image=2",
-        "data.splits={train: train, val: val, test: test}",
-        "teacher.kwargs={widths: [4, 4, 8], embedding_dim: 4}",
-        "student.kwargs={widths: [2, 2, 4], embedding_dim: 4}", "kd.offsets=[1, 3, 9]",
-        "kd.bank_size=3", "kd.bank_sample=2", "runs=[full]", "train.epochs=2",
-        "train.batch_size=4", "postprocess.method=watershed", "postprocess.min_size=2",
-        "eval.latency_repeats=1", "eval.latency_size=32", "eval.overlays=0"], expect=2)
+        f"data.root={root}", *GRAPH_RELATION,
+        "kd.teacher_replay={draws: 2, storage: disk, dtype: float32}"], expect=2)
+    replay = tmp_path / "two" / "teacher_replay"
+    assert len(list(replay.iterdir())) == 1 and not list(replay.glob("node*"))
 
 
 def test_mil_fusion_two_processes_equal_one(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from replay_fixtures import Counted
 from seg_fixtures import write_seg_dataset
 from torch.utils.data import default_collate
 
@@ -39,19 +40,6 @@ def _kd(pipe: SegmentationPipeline, terms=PRESETS["hlfd"]) -> SegmentationKD:
     return SegmentationKD(pipe._model(r.teacher, 0), pipe._model(r.student, 1), terms)
 
 
-class Counted:
-    """Counts the images the teacher sees."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.images = 0
-        forward = SegmentationKD.teacher_forward
-        monkeypatch.setattr(SegmentationKD, "teacher_forward",
-                            lambda method, x: (self._add(len(x)), forward(method, x))[1])
-
-    def _add(self, n: int) -> None:
-        self.images += n
-
-
 def _step(method: SegmentationKD, batch: dict):
     method.train()
     method.zero_grad(set_to_none=True)
@@ -65,7 +53,7 @@ def test_a_replayed_hlfd_step_equals_the_online_step_bit_for_bit(root, tmp_path,
                                                                   monkeypatch) -> None:
     pipe = _pipeline(root, tmp_path, REPLAY)
     cfg = pipe.r.stage_train("hlfd", 0)
-    method, counted = _kd(pipe), Counted(monkeypatch)
+    method, counted = _kd(pipe), Counted(monkeypatch, SegmentationKD)
     served = pipe._replay_set(method, pipe._dataset(pipe.train_items, True, cfg.seed),
                               pipe.r.kd.teacher_replay, cfg)
     assert isinstance(served, SegReplayDataset) and served.replay.filled
@@ -98,7 +86,7 @@ def test_a_replayed_hlfd_step_equals_the_online_step_bit_for_bit(root, tmp_path,
 
 def test_replay_fills_once_and_trains_without_the_teacher(root, tmp_path, monkeypatch) -> None:
     pipe = _pipeline(root, tmp_path, "kd.teacher_replay={draws: 2, storage: disk}")
-    counted, seen = Counted(monkeypatch), []
+    counted, seen = Counted(monkeypatch, SegmentationKD), []
     fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: (
         seen.append(self.train_set), fit(self, resume))[1])
@@ -119,7 +107,7 @@ def test_replay_fills_once_and_trains_without_the_teacher(root, tmp_path, monkey
 def test_without_replay_the_teacher_runs_every_step(root, tmp_path, monkeypatch) -> None:
     pipe = _pipeline(root, tmp_path)
     assert pipe.r.kd.teacher_replay is None
-    counted, seen = Counted(monkeypatch), []
+    counted, seen = Counted(monkeypatch, SegmentationKD), []
     fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: (
         seen.append(type(self.train_set).__name__), fit(self, resume))[1])

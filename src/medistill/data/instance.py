@@ -20,9 +20,10 @@ brightness / contrast jitter to the image only, then renumbers the ids of the cr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,8 +177,8 @@ class InstanceDataset(Dataset):
             self._cache[item_index] = rescale_pair(*self.original(item_index), self.scale)
         return self._cache[item_index]
 
-    def _crop(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def _padded(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pair reflect-padded (ids: 0) to at least ``crop_size`` on each side."""
         s = self.crop_size
         assert s is not None
         h, w = labels.shape
@@ -185,35 +186,55 @@ class InstanceDataset(Dataset):
             ph, pw = max(0, s - h), max(0, s - w)
             image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
             labels = np.pad(labels, ((0, ph), (0, pw)))
-            h, w = labels.shape
-        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        return image[top : top + s, left : left + s], labels[top : top + s, left : left + s]
+        return image, labels
 
-    def __getitem__(self, index: int) -> dict:
-        item_index = index // self.crops_per_image
-        image, labels = self.pair(item_index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def sample_params(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One draw of crop ``index``'s parameters: the crop's ``top`` / ``left`` (with a
+        ``crop_size``) and, with ``augment``, ``hflip``, ``vflip``, ``rot`` (quarter turns),
+        ``brightness``, ``contrast``; in the order :meth:`__getitem__` always drew them."""
+        p: dict[str, Any] = {}
         if self.crop_size:
-            image, labels = self._crop(image, labels, rng)
+            h, w = self.pair(index // self.crops_per_image)[1].shape
+            s = self.crop_size
+            p["top"] = int(rng.integers(0, max(h, s) - s + 1))
+            p["left"] = int(rng.integers(0, max(w, s) - s + 1))
         a = self.augment
-        contrast = brightness = 1.0
         if a is not None:
-            if a.flip and rng.random() < 0.5:
-                image, labels = image[:, ::-1], labels[:, ::-1]
-            if a.flip and rng.random() < 0.5:
-                image, labels = image[::-1], labels[::-1]
-            if a.rotate90:
-                k = int(rng.integers(0, 4))
-                image, labels = np.rot90(image, k), np.rot90(labels, k)
-            brightness = float(rng.uniform(1 - a.brightness, 1 + a.brightness))
-            contrast = float(rng.uniform(1 - a.contrast, 1 + a.contrast))
+            p["hflip"] = bool(a.flip and rng.random() < 0.5)
+            p["vflip"] = bool(a.flip and rng.random() < 0.5)
+            p["rot"] = int(rng.integers(0, 4)) if a.rotate90 else 0
+            p["brightness"] = float(rng.uniform(1 - a.brightness, 1 + a.brightness))
+            p["contrast"] = float(rng.uniform(1 - a.contrast, 1 + a.contrast))
+        return p
+
+    def augmented(self, index: int, p: Mapping[str, Any]) -> dict:
+        """Crop ``index`` under the parameters ``p`` (a :meth:`sample_params` dict), as
+        :meth:`__getitem__` serves it."""
+        image, labels = self.pair(index // self.crops_per_image)
+        if "top" in p:
+            s, top, left = self.crop_size, int(p["top"]), int(p["left"])
+            assert s is not None
+            image, labels = self._padded(image, labels)
+            rows, cols = slice(top, top + s), slice(left, left + s)
+            image, labels = image[rows, cols], labels[rows, cols]
+        if p.get("hflip"):
+            image, labels = image[:, ::-1], labels[:, ::-1]
+        if p.get("vflip"):
+            image, labels = image[::-1], labels[::-1]
+        if p.get("rot"):
+            k = int(p["rot"])
+            image, labels = np.rot90(image, k), np.rot90(labels, k)
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
-        if a is not None:
+        if "brightness" in p:
             mean = x.mean()
-            x = (((x - mean) * contrast + mean) * brightness).clamp(0.0, 1.0)
+            x = (((x - mean) * p["contrast"] + mean) * p["brightness"]).clamp(0.0, 1.0)
         x = (x - self.mean) / self.std
         y = torch.from_numpy(relabel(np.ascontiguousarray(labels)))
         return {"image": x.contiguous(), "labels": y, "index": index}
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.augmented(index, self.sample_params(index, rng))
 
 
 def instance_channel_stats(dataset: InstanceDataset) -> tuple[list[float], list[float]]:

@@ -9,6 +9,12 @@ augmentation draws per image; each epoch :class:`SegReplayDataset` serves, for e
 one of its K draws: the image and mask made with exactly that draw's parameters (by the same
 code as the online dataset, :meth:`SegmentationDataset.augmented`) and the stored teacher
 outputs of that draw (``teacher_outputs``), so the frozen teacher never runs in training.
+
+Any dataset with the same two methods is served alike: ``sample_params(index, rng)`` (one
+draw of the parameters, as its ``__getitem__`` draws them) and ``augmented(index, params)``
+(the item under those parameters): :class:`~medistill.data.segmentation.SegmentationDataset`
+and its :class:`~medistill.data.weak.WeakSegDataset` (HLFD, MIL fusion KD) and the random
+crops of :class:`~medistill.data.instance.InstanceDataset` (graph relation KD).
 """
 
 from __future__ import annotations
@@ -16,20 +22,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medistill.data.segmentation import SegmentationDataset
-
-_BOOL, _INT = ("hflip", "vflip"), ("rot",)
-
 
 def stack_seg_params(params: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """:meth:`SegAugment.sample_params` dicts -> one tensor per key (flips bool, ``rot``
-    int64, the rest float64: :func:`seg_params` gives back the very same Python floats)."""
+    """``sample_params`` dicts -> one tensor per key, typed by the first dict's value: bool
+    (flips), int64 (``rot``, crop offsets), float64 (the rest): :func:`seg_params` gives back
+    the very same Python values."""
     out = {}
-    for key in params[0]:
-        dtype = torch.bool if key in _BOOL else torch.int64 if key in _INT else torch.float64
+    for key, first in params[0].items():
+        dtype = (torch.bool if isinstance(first, bool | np.bool_) else torch.int64
+                 if isinstance(first, int | np.integer) else torch.float64)
         out[key] = torch.tensor([p[key] for p in params], dtype=dtype)
     return out
 
@@ -41,11 +46,12 @@ def seg_params(params: Mapping[str, torch.Tensor], row: int = 0) -> dict[str, An
 
 
 class SegReplayDataset(Dataset):
-    """``source`` (an augmented :class:`SegmentationDataset`) with its augmentation drawn from
-    the ``replay``'s K stored draws per sample, and the teacher's stored outputs of each draw
-    in the item (``teacher_outputs``: tap name -> tensor)."""
+    """``source`` (an augmented :class:`SegmentationDataset`, or any dataset with
+    ``augmented(index, params)``, see the module doc) with its augmentation drawn from the
+    ``replay``'s K stored draws per sample, and the teacher's stored outputs of each draw in
+    the item (``teacher_outputs``: output name -> tensor)."""
 
-    def __init__(self, source: SegmentationDataset, replay: Any) -> None:
+    def __init__(self, source: Any, replay: Any) -> None:
         self.source, self.replay = source, replay
         self.epoch = 0
 

@@ -316,8 +316,13 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         p = None
         if self.augment is not None:
-            p = self.augment.sample_params(np.random.default_rng([self.seed, self.epoch, index]))
+            p = self.sample_params(index, np.random.default_rng([self.seed, self.epoch, index]))
         return self.augmented(index, p)
+
+    def sample_params(self, index: int, rng: np.random.Generator) -> dict[str, float]:
+        """One draw of item ``index``'s augmentation parameters (the same for every item)."""
+        assert self.augment is not None
+        return self.augment.sample_params(rng)
 
     def augmented(self, index: int, p: Mapping[str, float] | None) -> dict:
         """Item ``index`` under the augmentation parameters ``p`` (a

@@ -10,7 +10,7 @@ Training methods read only ``"label"``; ``"mask"`` is for validation and testing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,8 @@ class WeakSegDataset(SegmentationDataset):
             self._cache[index] = (image, mask)
         return image, mask
 
-    def __getitem__(self, index: int) -> dict:
-        out = super().__getitem__(index)
+    def augmented(self, index: int, p: Mapping[str, float] | None) -> dict:
+        out = super().augmented(index, p)
         out["label"] = self.labels[index]
         return out
 

@@ -227,7 +227,8 @@ def dihedral_elements(flip: bool, rotate90: bool) -> list[tuple[bool, bool, int]
 
 
 def replay_params(augment: Any, size: int, draws: int, seed: int,
-                  stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params
+                  stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params,
+                  sample: Callable[[int, np.random.Generator], dict[str, Any]] | None = None
                   ) -> dict[str, torch.Tensor]:
     """The ``draws`` stored augmentations of every sample, (size, draws) per key.
 
@@ -236,14 +237,17 @@ def replay_params(augment: Any, size: int, draws: int, seed: int,
     jitter; a segmentation augmentation's crop and angle too) freshly sampled per draw with the
     augmentation's own distribution; all from ``(seed, i)`` only. ``stack`` turns the
     per-draw dicts into tensors (:func:`~medistill.data.transforms.stack_params`, or
-    :func:`~medistill.data.segmentation.stack_seg_params` for :class:`SegAugment`)."""
+    :func:`~medistill.data.seg_replay.stack_seg_params` for :class:`SegAugment`). ``sample``
+    (``(i, rng) -> params``) draws sample ``i``'s parameters where they depend on the sample
+    (an instance crop's offsets depend on its image size); default
+    ``augment.sample_params(rng)``."""
     elements = dihedral_elements(augment.flip, augment.rotate90)
     rows = []
     for i in range(size):
         rng = np.random.default_rng([_REPLAY_STREAM, seed, i])
         order = rng.permutation(len(elements))
         for k in range(draws):
-            p = augment.sample_params(rng)
+            p = sample(i, rng) if sample is not None else augment.sample_params(rng)
             p["hflip"], p["vflip"], p["rot"] = elements[order[k % len(elements)]]
             rows.append(p)
     return {k: v.view(size, draws) for k, v in stack(rows).items()}
@@ -258,18 +262,20 @@ class TeacherReplay:
     exactly that draw's parameters (:meth:`params_at`) and the loss uses the stored outputs
     (:meth:`outputs`): with ``dtype="float32"`` a replayed step equals the online step on the
     same augmentation bit for bit. Storage is a :class:`TeacherCache` of ``size x draws`` rows
-    (memory or memory-mapped disk, fingerprinted by ``key``).
+    (memory or memory-mapped disk, fingerprinted by ``key``). ``stack`` and ``sample``: see
+    :func:`replay_params`.
     """
 
     def __init__(self, augment: Any, size: int, draws: int, seed: int, key: str,
                  directory: str | Path | None = None, dtype: str = "float16",
-                 stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params
+                 stack: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = stack_params,
+                 sample: Callable[[int, np.random.Generator], dict[str, Any]] | None = None
                  ) -> None:
         if draws < 1:
             raise TrainingError(f"teacher replay needs at least 1 draw per sample, got {draws}")
         self.size, self.k, self.seed = size, draws, seed
         self.cache = TeacherCache(size * draws, key, directory, dtype)
-        self.params = replay_params(augment, size, draws, seed, stack)
+        self.params = replay_params(augment, size, draws, seed, stack, sample)
         self._epoch: tuple[int, torch.Tensor] | None = None
 
     @property

@@ -37,7 +37,10 @@ even while the bank holds fewer maps, as in the authors' code. The teacher is fr
 each step the batch's teacher maps are pushed into the FIFO
 :class:`~medistill.methods.memory_bank.MemoryBank` of ``bank_size`` (32) entries, AFTER
 sampling, so an image is never compared with itself (the authors push first, so the current
-batch can be drawn). :meth:`deployable` is the student.
+batch can be drawn). With ``kd.teacher_replay`` the teacher's embeddings come with the batch
+(``teacher_outputs``, stored by :meth:`GraphRelationKD.teacher_forward` for K augmented crops),
+and the terms and the bank entries are derived from them as from the online ones.
+:meth:`deployable` is the student.
 """
 
 from __future__ import annotations
@@ -202,10 +205,18 @@ class GraphRelationKD(InstanceEmbedding):
             out["inter_igd"] = inter_image_igd(s, t, labels, [n for _, n in entries],
                                                self.bank_sample)
 
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's L2-normalised embedding map (what a teacher replay stores)."""
+        return {"embedding": self.teacher.embed(x)[0]}
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One step; the teacher's embeddings are the batch's ``teacher_outputs`` when it
+        carries them (``kd.teacher_replay``), else computed. Every term AND the memory bank's
+        entries are derived from them, so a replayed step pushes what the online one does."""
         x, labels = batch["image"], batch["labels"]
-        with torch.no_grad():
-            t, _ = self.teacher.embed(x)
+        stored = batch.get("teacher_outputs")
+        t = (stored if stored is not None else self.teacher_forward(x))["embedding"]
         s, fg = self.model.embed(x)
         # DDP: every rank computes the loss (and pushes the bank entries) of the global batch,
         # so each rank's memory bank equals the single-process bank

@@ -22,7 +22,10 @@ carries the method's sections but not its equation numbers, so the terms are cit
   fused PROBABILITY, weighted per pixel by ``(1 - |t - s|)^gamma``
   (:class:`~medistill.losses.AgreementWeightedBCE`; the authors' code casts the target to an
   integer, which floors it to background: not repeated here). ``mu`` (default 0) optionally
-  keeps the image-label MIL loss on the student;
+  keeps the image-label MIL loss on the student. The teacher is frozen for the whole round and
+  its fused map is computed on every augmented batch (nothing is precomputed), so
+  ``fusion.teacher_replay`` can store it for K augmentations per image at the start of the
+  round and the batches carry it (``teacher_outputs``; :meth:`FusionKD.teacher_forward`);
 - dynamic role reversal (section 3.2): :func:`decide_swap` compares teacher and student on
   the VALIDATION split (the authors' code uses the test split); the rounds are run by
   :class:`~medistill.pipelines.role_reversal.IterativeFusion`.
@@ -117,10 +120,17 @@ class FusionKD(WeakSegMethod):
         self.wce_weight, self.mil_weight = float(wce_weight), float(mil_weight)
         self.threshold, self.sigma, self.sigma_at = threshold, sigma, sigma_at
 
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's fused soft map (what a teacher replay stores)."""
+        return {"fused": self.teacher.maps(x)[1]}
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One step; the teacher's fused map is the batch's ``teacher_outputs`` when it
+        carries them (``fusion.teacher_replay``), else computed."""
         x = batch["image"]
-        with torch.no_grad():
-            _, target = self.teacher.maps(x)  # the teacher's fused soft map
+        stored = batch.get("teacher_outputs")
+        target = (stored if stored is not None else self.teacher_forward(x))["fused"]
         sides, fused = self.student.maps(x)
         from medistill.engine.distributed import global_batch
         sides, fused, target, label = global_batch(sides, fused, target, batch["label"])

@@ -5,7 +5,10 @@ A frozen teacher sees the high-resolution view, the student the low-resolution v
 temperature T times T^2) + ``pixel_weight * L_pixel`` (eq. 3, MSE between the final
 convolutional maps, the teacher's resized to the student's size by max-pooling and by bicubic
 interpolation, averaged). Labels are not used unless ``label_weight > 0``, so the same method
-distils on unlabeled auxiliary data (section 3.3).
+distils on unlabeled auxiliary data (section 3.3). The label cross-entropy is the mean over the
+labelled images (label >= 0) of the whole batch; under DDP of the global batch (every rank's
+logits and labels gathered, :func:`~medistill.engine.distributed.global_batch`), not a mean of
+per-rank means, which would weight an image by how few labelled images its rank holds.
 
 When the two final maps differ in channels, a learnable 1x1 convolution (FitNets) projects the
 student map to the teacher's channels; it is a parameter of this distiller, so it is trained
@@ -97,10 +100,14 @@ class ResolutionKD(Method):
         if pixel_w:
             terms["pixel"] = pixel_w * out["pixel"]
         if label_w:
-            labels = batch["label"]
+            # DDP: the mean over the labelled images of the GLOBAL batch (ranks can hold
+            # different numbers of them); soft and pixel are per-image means over equal shards
+            from medistill.engine.distributed import global_batch
+
+            logits, labels = global_batch(s_logits, batch["label"])
             known = labels >= 0
             if known.any():
-                out["ce"] = F.cross_entropy(s_logits[known], labels[known])
+                out["ce"] = F.cross_entropy(logits[known], labels[known])
                 terms["ce"] = label_w * out["ce"]
         return weighted_loss(out, terms)
 

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medistill.config import EvalConfig, ModelConfig, StrictModel, TrainConfig
 from medistill.data.instance import InstanceDataset, instance_channel_stats
@@ -37,6 +37,12 @@ from medistill.pipelines.instance_data import (
     make_instance_augment,
 )
 from medistill.pipelines.overlays import write_instance_overlays
+from medistill.pipelines.seg_replay import (
+    ReplayConfig,
+    check_replay_augment,
+    replay_train_set,
+    sample_files,
+)
 from medistill.postprocess import has_mutex_watershed
 from medistill.postprocess.affinity import POSTPROCESSORS
 from medistill.reports.instance import instance_sections
@@ -59,6 +65,9 @@ class GraphKDConfig(StrictModel):
     bank_size: int = Field(32, ge=1, description="the authors' memory_size")
     bank_sample: int = Field(12, ge=1, description="the authors' contrast_size")
     pool: int = Field(7, ge=1, description="inter-image AGD pooling kernel = stride")
+    teacher_replay: ReplayConfig | None = Field(
+        None, description="the frozen teacher's embeddings stored for K augmented crops per "
+        "crop index and replayed (FKD); None: the teacher runs every step")
 
 
 class PostprocessConfig(StrictModel):
@@ -92,6 +101,11 @@ class GraphRelationRecipe(StagedRecipe):
     postprocess: PostprocessConfig = PostprocessConfig()
     eval: InstanceEvalConfig = InstanceEvalConfig()
 
+    @model_validator(mode="after")
+    def _replay_needs_augmentation(self) -> GraphRelationRecipe:
+        check_replay_augment(self.kd.teacher_replay, self.augment.enabled, "kd.teacher_replay")
+        return self
+
 
 class GraphRelationPipeline(Pipeline):
     supports_ddp = True  # every rank trains; rank 0 evaluates and reports
@@ -123,8 +137,20 @@ class GraphRelationPipeline(Pipeline):
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
         val = self._dataset(self.val_items, False) if self.val_items else None
-        return self.fit(name, method, self._dataset(self.train_items, True, cfg.seed), val, cfg,
-                        meta, None)
+        train_set = self._replay_set(method, self._dataset(self.train_items, True, cfg.seed),
+                                     cfg, name)
+        return self.fit(name, method, train_set, val, cfg, meta, None)
+
+    def _replay_set(self, method, train_set: InstanceDataset, cfg: TrainConfig,
+                    name: str = "") -> Any:
+        """``kd.teacher_replay``: the teacher's embeddings for ``draws`` augmented crops per
+        crop index (:func:`~medistill.pipelines.seg_replay.replay_train_set`); ``train_set``
+        unchanged without it or for a run without a teacher."""
+        d = self.r.data
+        return replay_train_set(self, name, method, train_set, self.r.kd.teacher_replay, cfg,
+                                lambda: sample_files(train_set), scale=d.scale,
+                                crop_size=d.crop_size, crops_per_image=d.crops_per_image,
+                                normalization=self.norm)
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
         e = self.r.eval

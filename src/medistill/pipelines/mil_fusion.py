@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medistill.config import ModelConfig, StrictModel, TrainConfig
 from medistill.data.segmentation import seg_channel_stats
@@ -39,6 +39,12 @@ from medistill.pipelines.evaluate_weak import SigmaAt, evaluate_weak, weak_score
 from medistill.pipelines.overlays import weak_overlays
 from medistill.pipelines.role_reversal import IterativeFusion
 from medistill.pipelines.seg_data import SegAugmentConfig, make_seg_augment
+from medistill.pipelines.seg_replay import (
+    ReplayConfig,
+    check_replay_augment,
+    replay_train_set,
+    sample_files,
+)
 from medistill.pipelines.weak_data import WeakDataConfig, load_weak_split
 from medistill.reports.weak_segmentation import weak_sections
 from medistill.tasks import WeakSegmentationCard
@@ -77,6 +83,9 @@ class FusionConfig(StrictModel):
     wce_gamma: float = Field(1.0, ge=0, description="agreement weight (1 - |t - s|)^gamma")
     mil_weight: float = Field(0.0, ge=0, description="image-label MIL loss (as mil.*) on the "
                                                      "student; summed Dice scales with batch")
+    teacher_replay: ReplayConfig | None = Field(
+        None, description="each round's frozen teacher's fused map stored for K augmentations "
+        "per image and replayed (FKD); None: the teacher runs every step")
 
 
 class WeakEvalConfig(StrictModel):
@@ -102,6 +111,12 @@ class MILFusionRecipe(StagedRecipe):
     mil: MILConfig = MILConfig()
     fusion: FusionConfig = FusionConfig()
     eval: WeakEvalConfig = WeakEvalConfig()
+
+    @model_validator(mode="after")
+    def _replay_needs_augmentation(self) -> MILFusionRecipe:
+        check_replay_augment(self.fusion.teacher_replay, self.augment.enabled,
+                             "fusion.teacher_replay")
+        return self
 
 
 class MILFusionPipeline(Pipeline):
@@ -160,7 +175,19 @@ class MILFusionPipeline(Pipeline):
 
     def _train(self, name: str, method, cfg: TrainConfig) -> Path:
         self.train_set.seed = cfg.seed  # augmentation depends on (seed, epoch, index) only
-        return self.fit(name, method, self.train_set, self.val_set, cfg, self._meta(), 2)
+        return self.fit(name, method, self._replay_set(method, cfg, name), self.val_set, cfg,
+                        self._meta(), 2)
+
+    def _replay_set(self, method, cfg: TrainConfig, name: str = "") -> Any:
+        """``fusion.teacher_replay``: the round's frozen teacher's fused map for ``draws``
+        augmentations per image, filled at the start of the round (the teacher changes from
+        round to round only by role reversal; a round with the previous round's teacher reuses
+        its fill); the MIL teacher's training (no teacher) is unchanged."""
+        d = self.r.data
+        return replay_train_set(self, name, method, self.train_set,
+                                self.r.fusion.teacher_replay, cfg,
+                                lambda: sample_files(self.train_set), image_size=d.image_size,
+                                normalization=self.norm, mask_mode=d.mask_mode)
 
     def _train_teacher(self, seed: int) -> Path:
         e = self.r.eval

@@ -40,6 +40,7 @@ from medistill.pipelines.seg_data import (
     load_seg_split,
     make_seg_augment,
 )
+from medistill.pipelines.seg_replay import check_replay_augment
 from medistill.tasks import SegmentationCard
 
 Run = Literal["no_kd", "logit_kd", "at", "hlfd"]
@@ -84,9 +85,7 @@ class HLFDRecipe(StagedRecipe):
 
     @model_validator(mode="after")
     def _replay_needs_augmentation(self) -> HLFDRecipe:
-        if self.kd.teacher_replay is not None and not self.augment.enabled:
-            raise ValueError("kd.teacher_replay needs augment.enabled: true (without "
-                             "augmentation the teacher's input is fixed and nothing varies)")
+        check_replay_augment(self.kd.teacher_replay, self.augment.enabled, "kd.teacher_replay")
         return self
 
 
@@ -123,35 +122,25 @@ class SegmentationPipeline(Pipeline):
 
     # -- one run ----------------------------------------------------------------------------
     def _train(self, name: str, method, cfg: TrainConfig, meta: dict) -> Path:
-        train_set: Any = self._dataset(self.train_items, True, cfg.seed)
-        replay = self.r.kd.teacher_replay
-        if (isinstance(method, SegmentationKD) and replay is not None
-                and not (self.out / name / "train_done.json").is_file()):
-            train_set = self._replay_set(method, train_set, replay, cfg)
+        train_set = self._replay_set(method, self._dataset(self.train_items, True, cfg.seed),
+                                     self.r.kd.teacher_replay, cfg, name)
         return self.fit(name, method, train_set, self._dataset(self.val_items, False), cfg,
                         meta, len(self.classes))
 
-    def _replay_set(self, method: SegmentationKD, train_set: SegmentationDataset,
-                    replay: ReplayConfig, cfg: TrainConfig) -> Any:
+    def _replay_set(self, method, train_set: SegmentationDataset, replay: ReplayConfig | None,
+                    cfg: TrainConfig, name: str = "") -> Any:
         """``kd.teacher_replay``: the teacher's taps for ``replay.draws`` augmentations per
         image, filled once (on the training device) and reused by the next run of the same
-        teacher, taps and images."""
-        from medistill.engine.distributed import device_for_rank
-        from medistill.engine.trainer import resolve_device
-        from medistill.pipelines.seg_replay import sample_files, seg_replay_dataset
+        teacher, taps and images (:func:`~medistill.pipelines.seg_replay.replay_train_set`)."""
+        from medistill.pipelines.seg_replay import replay_train_set, sample_files
 
         d = self.r.data
-        device = resolve_device(device_for_rank(cfg.device))
-        method.teacher.to(device)
         volumes = [Path(d.root) / p for v in d.volumes for p in (v.image, v.mask)]
-        out = seg_replay_dataset(
-            method.teacher, method.teacher_forward, train_set, replay,
-            self.out / "teacher_replay" if replay.storage == "disk" else None,
-            sample_files(train_set, volumes), cfg.batch_size,
-            getattr(self, "_last_replay", None), device, taps=method.teacher_taps(),
-            image_size=d.image_size, normalization=self.norm, mask_mode=d.mask_mode)
-        self._last_replay = out.replay
-        return out
+        taps = method.teacher_taps() if isinstance(method, SegmentationKD) else ()
+        return replay_train_set(self, name, method, train_set, replay, cfg,
+                                lambda: sample_files(train_set, volumes), taps=taps,
+                                image_size=d.image_size, normalization=self.norm,
+                                mask_mode=d.mask_mode)
 
     def _evaluate(self, name: str, role: str, seed: int, model_path: Path) -> dict[str, Any]:
         e = self.r.eval
