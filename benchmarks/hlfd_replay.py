@@ -71,7 +71,8 @@ def _sets(args, replay: bool) -> list[str]:
         return [*common, f"data.scale={args.scale}", f"data.crop_size={args.image_size}",
                 f"data.crops_per_image={args.crops_per_image}", "runs=[full]",
                 f"teacher.kwargs={{widths: {args.teacher_widths}, embedding_dim: 16}}"]
-    return [*common, f"data.image_size={args.image_size}", "runs=[fusion_kd]"]
+    return [*common, f"data.image_size={args.image_size}", "runs=[fusion_kd]",
+            f"stages.round={{epochs: {args.epochs}}}"]
 
 
 def _pipeline(args, out: Path, replay: bool):
