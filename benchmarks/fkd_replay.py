@@ -130,12 +130,12 @@ def _setup(args, names):
     return dataset, teacher, student
 
 
-def _replay_set(args, method, dataset):
+def _replay_set(args, method, dataset, fill: str = "upfront", storage: str = "disk"):
     from medistill.engine.teacher_cache import replay_dataset
 
     return replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
-                          args.draws, Path(args.out) / "replay", "float16", 64,
-                          view=dataset.views["teacher"],
+                          args.draws, Path(args.out) / "replay" if storage == "disk" else None,
+                          "float16", 64, fill=fill, view=dataset.views["teacher"],
                           normalization={"mean": dataset.mean.flatten().tolist(),
                                          "std": dataset.std.flatten().tolist()},
                           image_size=None)
