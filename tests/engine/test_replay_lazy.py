@@ -90,7 +90,7 @@ def test_a_lone_missing_row_is_run_as_a_batch_of_two(tmp_path) -> None:
 def test_lazy_disk_replay_is_kept_and_the_teacher_view_dropped_when_complete(tmp_path) -> None:
     """Three runs on a disk replay of 1 draw: the first stores every pair while training,
     the second (same fingerprint) finds them all and decodes no teacher view; the teacher view
-    of a lazy dataset is dropped at the first epoch after the last pair was stored."""
+    source of a lazy dataset is let go at the first epoch after the last pair was stored."""
     src = source(tmp_path / "img", BOTH, n=6)
     method = kd_method()
     runs = []
@@ -103,10 +103,10 @@ def test_lazy_disk_replay_is_kept_and_the_teacher_view_dropped_when_complete(tmp
             batch = train.__getitems__(b)
             method.teacher_outputs(batch)
     first, second = runs
-    assert first.replay.filled and "teacher" in first.views
-    assert "teacher" not in second.views  # complete on disk: nothing decoded, pure replay
+    assert first.replay.filled and first.teacher_source is src
+    assert second.teacher_source is None  # complete on disk: pure replay
     first.set_epoch(2)
-    assert "teacher" not in first.views
+    assert first.teacher_source is None and set(first.views) == {"student"}
     with pytest.raises(DataError, match="without the teacher view"):
         TensorViewDataset(src, TeacherReplay(BOTH, len(src), 1, src.seed, "other")
                           ).__getitems__([0, 1])

@@ -36,14 +36,15 @@ def _pass_through(batch: Any) -> Any:
 
 
 def decode_views(source: PairedViewDataset, names: Sequence[str],
-                 indices: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+                 indices: Sequence[int] | None = None, store: bool = False
+                 ) -> dict[str, torch.Tensor]:
     """The ``uint8`` (N, C, H, W) tensor of each named view of ``source`` (all samples, or
     ``indices``); one PIL decode + resize per image and view not in ``source``'s view cache
-    (and not added to it)."""
+    (added to it with ``store``)."""
     rows = range(len(source)) if indices is None else indices
     out = {}
     for name in names:
-        arrays = [source.view_array(int(i), name, store=False) for i in rows]
+        arrays = [source.view_array(int(i), name, store=store) for i in rows]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise DataError(f"view {name!r}: images of different sizes {sorted(shapes)[:2]} "
@@ -61,8 +62,10 @@ class TensorViewDataset(Dataset):
             ``independent_views`` is not supported).
         replay: serve stored teacher outputs for one of K stored augmentation draws per sample
             and epoch; ``teacher_view`` is then not decoded or served, unless
-        keep_teacher_view: the replay is filled lazily: ``teacher_view`` is decoded and served
-            for the rows whose outputs are not stored yet (dropped once all are stored).
+        keep_teacher_view: the replay is filled lazily: ``teacher_view`` is served for the
+            rows whose outputs are not stored yet, read from ``source`` (and kept in its view
+            cache, as online KD does) when first needed; ``source`` is let go once every
+            output is stored.
         teacher_view: the name of the view the replayed teacher saw.
     """
 
@@ -75,8 +78,8 @@ class TensorViewDataset(Dataset):
         self.samples, self.augment, self.seed = source.samples, source.augment, source.seed
         self.mean, self.std = source.mean, source.std
         self.replay, self.teacher_view = replay, teacher_view
-        names = [n for n in source.views
-                 if replay is None or keep_teacher_view or n != teacher_view]
+        names = [n for n in source.views if replay is None or n != teacher_view]
+        self.teacher_source = source if replay is not None and keep_teacher_view else None
         self.views = decode_views(source, names)
         self.labels_t = torch.tensor([s.label for s in source.samples], dtype=torch.int64)
         self.epoch = 0
@@ -91,8 +94,8 @@ class TensorViewDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._params = epoch, None
-        if self.replay is not None and self.teacher_view in self.views and self.replay.filled:
-            del self.views[self.teacher_view]  # pure replay from now on
+        if self.teacher_source is not None and self.replay.filled:
+            self.teacher_source = None  # pure replay from now on
             self.replay.flush()
 
     def epoch_params(self) -> dict[str, torch.Tensor] | None:
@@ -118,32 +121,32 @@ class TensorViewDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         batch: dict[str, Any] = {"label": self.labels_t[idx], "index": idx}
-        rows = dict.fromkeys(self.views, idx)
         if self.replay is not None:
             draws = self.replay.draws(self.epoch)[idx]
             params = self.replay.params_at(idx, draws)
             batch.update(self.replay.serve(idx, draws))
-            rows.pop(self.teacher_view, None)
-            missing = batch.get("teacher_missing")
-            if missing is not None:
-                if self.teacher_view not in self.views or get_worker_info() is not None:
-                    raise DataError(
-                        "teacher replay: outputs not stored yet for a batch "
-                        + ("served by a DataLoader worker (a lazy fill needs "
-                           "train.num_workers: 0)" if self.teacher_view in self.views
-                           else "of a dataset without the teacher view (fill it first)"))
-                rows[self.teacher_view] = missing  # the rows the teacher has to run on
         else:
             all_params = self.epoch_params()
             params = None if all_params is None else {k: v[idx] for k, v in all_params.items()}
-        batch["views"] = {}
-        for name, sel in rows.items():
-            p = params
-            if sel.dtype == torch.bool:  # the teacher view of the missing rows: at least 2
-                sel = sel.nonzero().flatten()  # rows (see TeacherReplay.store)
-                sel = sel.repeat(2) if len(sel) == 1 else sel
-                p = None if params is None else {k: v[sel] for k, v in params.items()}
-                sel = idx[sel]
-            batch["views"][name] = augment_batch(self.views[name].index_select(0, sel), p,
-                                                 self.mean, self.std)
+        batch["views"] = {name: augment_batch(u8.index_select(0, idx), params, self.mean,
+                                              self.std) for name, u8 in self.views.items()}
+        if "teacher_missing" in batch:
+            batch["views"][self.teacher_view] = self._missing_teacher_view(
+                idx, batch["teacher_missing"], params)
         return batch
+
+    def _missing_teacher_view(self, idx: torch.Tensor, missing: torch.Tensor,
+                              params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The augmented teacher view of the rows ``missing`` (a lone row twice: see
+        :meth:`~medistill.engine.teacher_cache.TeacherReplay.store`)."""
+        if self.teacher_source is None or get_worker_info() is not None:
+            raise DataError(
+                "teacher replay: outputs not stored yet for a batch "
+                + ("served by a DataLoader worker (a lazy fill needs train.num_workers: 0)"
+                   if self.teacher_source is not None
+                   else "of a dataset without the teacher view (fill the replay first)"))
+        rows = missing.nonzero().flatten()
+        rows = rows.repeat(2) if len(rows) == 1 else rows
+        u8 = decode_views(self.teacher_source, [self.teacher_view], idx[rows].tolist(),
+                          store=True)[self.teacher_view]
+        return augment_batch(u8, {k: v[rows] for k, v in params.items()}, self.mean, self.std)
