@@ -411,6 +411,7 @@ def run_medistill(args, dataset, teacher, student, run_dir: Path, outputs: str) 
     wall = time.perf_counter() - start
     if outputs == "replay":  # teacher passes over the data (lazy: pairs drawn so far)
         extra["teacher_passes"] = float(train_set.replay.cache.filled.sum()) / len(dataset)
+        extra["teacher_rows"] = train_set.replay.teacher_rows  # lazy, padding included
     hist = fit["history"]
     return {**extra, "wall_s": wall,
             "epoch_s": [len(dataset) / h["images_per_s"] for h in hist],

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medistill.data.tensor_views import TensorViewDataset
-from medistill.engine.teacher_cache import TeacherReplay, replay_dataset
+from medistill.engine.teacher_cache import LAZY_CHUNK, TeacherReplay, replay_dataset
 from medistill.errors import DataError
 
 from .test_teacher_replay import BOTH, Forward, _online_batch, kd_method, source
@@ -41,7 +41,8 @@ def test_a_partly_stored_batch_steps_exactly_as_online(tmp_path, dtype) -> None:
     assert "teacher_outputs" not in first and first["teacher_missing"].all()
     assert first["views"]["teacher"].shape[0] == 3
     method.training_step(first)
-    assert counted.images == 3 and int(np.asarray(replay.cache.filled).sum()) == 3
+    assert LAZY_CHUNK == 4 and counted.images == 4 == replay.teacher_rows  # 3 rows + 1 pad
+    assert int(np.asarray(replay.cache.filled).sum()) == 3
     idx = [2, 3, 1, 4]  # 2 and 1 stored by the first batch, 3 and 4 not
     batch = served.__getitems__(idx)
     assert batch["teacher_missing"].tolist() == [False, True, False, True]
@@ -54,7 +55,7 @@ def test_a_partly_stored_batch_steps_exactly_as_online(tmp_path, dtype) -> None:
         online["teacher_outputs"] = ref
     twin = copy.deepcopy(method)
     lazy_out, lazy_params = _sgd_step(method, batch)
-    assert counted.images == 3 + 2  # the teacher ran on the 2 missing rows only
+    assert counted.images == 4 + 4  # the teacher ran on the 2 missing rows (+ 2 pad) only
     online_out, online_params = _sgd_step(twin, online)
     assert lazy_out.keys() == online_out.keys()
     for k in lazy_out:
@@ -67,24 +68,29 @@ def test_a_partly_stored_batch_steps_exactly_as_online(tmp_path, dtype) -> None:
         assert torch.equal(v, ref[k]), k
 
 
-def test_a_lone_missing_row_is_run_as_a_batch_of_two(tmp_path) -> None:
-    """On the CPU a batch of one takes another convolution path (last-bit differences): the
-    dataset serves a single missing row twice and the step keeps the first."""
-    src, method = source(tmp_path, BOTH, n=4), kd_method()
+def test_the_teacher_runs_on_fixed_size_chunks(tmp_path) -> None:
+    """A lone missing row (on the CPU a batch of one takes another convolution path: last-bit
+    differences) and 5 missing rows: the teacher always sees LAZY_CHUNK rows (the last chunk
+    padded with its last row; one shape also keeps the allocator's heap from fragmenting),
+    and the outputs are the online step's bit for bit."""
+    src, method = source(tmp_path, BOTH, n=8), kd_method()
     replay = TeacherReplay(BOTH, len(src), 2, src.seed, "k", dtype="float32")
     served = TensorViewDataset(src, replay, keep_teacher_view=True)
     served.set_epoch(1)
-    method.training_step(served.__getitems__([0, 1]))
-    batch = served.__getitems__([0, 1, 2])
-    assert batch["teacher_missing"].tolist() == [False, False, True]
-    assert batch["views"]["teacher"].shape[0] == 2
-    assert torch.equal(batch["views"]["teacher"][0], batch["views"]["teacher"][1])
-    t_map, t_logits = method.teacher_outputs(batch)
-    online = _online_batch(src, replay, torch.tensor([0, 1, 2]), replay.draws(1)[:3])
-    ref = method.teacher_forward(online["views"]["teacher"])
-    assert torch.equal(t_map, ref["features"]) and torch.equal(t_logits, ref["logits"])
-    assert torch.equal(replay.cache.read([2 * 2 + int(replay.draws(1)[2])])["logits"][0],
-                       ref["logits"][2])
+    shapes = []
+    forward = method.teacher_forward
+    method.teacher_forward = lambda x: (shapes.append(len(x)), forward(x))[1]
+    method.teacher_outputs(served.__getitems__([0, 1]))
+    for idx in ([0, 1, 2], [7, 3, 4, 5, 6, 2]):  # 1 missing, then 4 missing and 1 stored
+        batch = served.__getitems__(idx)
+        assert int(batch["teacher_missing"].sum()) == batch["views"]["teacher"].shape[0]
+        t_map, t_logits = method.teacher_outputs(batch)
+        t = torch.tensor(idx)
+        online = _online_batch(src, replay, t, replay.draws(1)[t])
+        ref = forward(online["views"]["teacher"])
+        assert torch.equal(t_map, ref["features"]) and torch.equal(t_logits, ref["logits"])
+    assert set(shapes) == {LAZY_CHUNK} and replay.teacher_rows == 4 * len(shapes)
+    assert int(np.asarray(replay.cache.filled).sum()) == 8
 
 
 def test_lazy_disk_replay_is_kept_and_the_teacher_view_dropped_when_complete(tmp_path) -> None:

@@ -137,8 +137,7 @@ class TensorViewDataset(Dataset):
 
     def _missing_teacher_view(self, idx: torch.Tensor, missing: torch.Tensor,
                               params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The augmented teacher view of the rows ``missing`` (a lone row twice: see
-        :meth:`~medistill.engine.teacher_cache.TeacherReplay.store`)."""
+        """The augmented teacher view of the rows ``missing``."""
         if self.teacher_source is None or get_worker_info() is not None:
             raise DataError(
                 "teacher replay: outputs not stored yet for a batch "
@@ -146,7 +145,6 @@ class TensorViewDataset(Dataset):
                    if self.teacher_source is not None
                    else "of a dataset without the teacher view (fill the replay first)"))
         rows = missing.nonzero().flatten()
-        rows = rows.repeat(2) if len(rows) == 1 else rows
         u8 = decode_views(self.teacher_source, [self.teacher_view], idx[rows].tolist(),
                           store=True)[self.teacher_view]
         return augment_batch(u8, {k: v[rows] for k, v in params.items()}, self.mean, self.std)

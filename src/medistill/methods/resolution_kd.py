@@ -78,13 +78,13 @@ class ResolutionKD(Method):
     def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen teacher's (final map, logits): replayed when the batch carries them
         (``teacher_outputs``, see :class:`~medistill.engine.teacher_cache.TeacherReplay`; rows
-        marked ``teacher_missing`` are computed on the batch's teacher view of those rows and
-        handed to ``teacher_store``), from the cache when there is one, else computed."""
+        marked ``teacher_missing`` are computed by ``teacher_store`` with the teacher on the
+        batch's teacher view of those rows), from the cache when there is one, else computed."""
         out = batch.get("teacher_outputs")
         missing = batch.get("teacher_missing")
         if missing is not None:  # a lazily filled replay: the teacher on the rows not stored
-            computed = self.teacher_forward(batch["views"][self.views[0]])
-            out = batch["teacher_store"](missing, computed, out)
+            out = batch["teacher_store"](missing, self.teacher_forward,
+                                         batch["views"][self.views[0]], out)
         elif out is None:
             x = batch["views"][self.views[0]]
             cache = self.teacher_cache
