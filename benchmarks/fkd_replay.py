@@ -16,7 +16,8 @@ its ``VmHWM``), interleaved (the order rotates every repeat):
 ``replay``          ``kd.teacher_replay``: ``Trainer`` + ``ResolutionKD`` on a
                     ``TensorViewDataset`` serving the teacher outputs stored for ``--draws``
                     augmentations per image (fp16, memory-mapped on disk, filled once by the
-                    ``fill`` step, which is timed separately);
+                    ``fill`` step with ``fill="upfront"``, timed separately: the variant is
+                    pure replay from epoch 1 and measures the hot loop);
 ``replay_nodiag``   the same with ``train.diag_every: 0`` (no per-term gradient shares: the
                     recipe default computes them at the first step and every 50 steps, one
                     extra set of gradients per epoch here);
@@ -130,12 +131,12 @@ def _setup(args, names):
     return dataset, teacher, student
 
 
-def _replay_set(args, method, dataset):
+def _replay_set(args, method, dataset, fill: str = "upfront", storage: str = "disk"):
     from medistill.engine.teacher_cache import replay_dataset
 
     return replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
-                          args.draws, Path(args.out) / "replay", "float16", 64,
-                          view=dataset.views["teacher"],
+                          args.draws, Path(args.out) / "replay" if storage == "disk" else None,
+                          "float16", 64, fill=fill, view=dataset.views["teacher"],
                           normalization={"mean": dataset.mean.flatten().tolist(),
                                          "std": dataset.std.flatten().tolist()},
                           image_size=None)

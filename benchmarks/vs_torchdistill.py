@@ -55,8 +55,10 @@ rotations, brightness/contrast/saturation 0.1, hue 0.02; :class:`Augment` on the
 ``set_epoch`` like the Trainer, so both online runs see identical augmented batches). The teacher
 cache is invalid then; the variants are ``torchdistill`` and ``medistill_nocache`` (online: the
 teacher runs on every augmented step) and ``medistill_replay`` (``kd.teacher_replay``: teacher
-outputs for ``--draws`` augmentations per image stored in memory as float16 before training, each
-epoch replaying one stored draw per image; the fill is inside the timed wall time).
+outputs for ``--draws`` augmentations per image stored in memory as float16, each epoch
+replaying one stored draw per image; ``--replay-fill lazy`` (the default, as the recipe's):
+each (image, draw) is computed in the training step the first time an epoch draws it;
+``upfront``: all draws before training; the fill is inside the timed wall time either way).
 
     nice -n 5 python benchmarks/vs_torchdistill.py --augment --data ../shared/data/ebhi_seg \
         --limit 384 --epochs 10 --repeats 3 --threads 1
@@ -147,6 +149,8 @@ def main() -> None:
                    "variants medistill_replay, medistill_nocache, torchdistill")
     p.add_argument("--draws", type=int, default=8, help="stored augmentations per image "
                    "(medistill_replay)")
+    p.add_argument("--replay-fill", choices=("lazy", "upfront"), default="lazy",
+                   help="kd.teacher_replay.fill of medistill_replay")
     p.add_argument("--venv", default="/tmp/bench-venv", help="venv with torchdistill (made "
                    "when missing)")
     p.add_argument("--no-create-venv", action="store_true", help="fail instead of creating it")
@@ -189,7 +193,7 @@ def main() -> None:
               "--batch-size", str(args.batch_size), "--threads", str(args.threads),
               "--limit", str(args.limit), "--teacher-factor", str(args.teacher_factor),
               "--student-factor", str(args.student_factor), "--draws", str(args.draws),
-              *(["--augment"] if args.augment else [])]
+              "--replay-fill", args.replay_fill, *(["--augment"] if args.augment else [])]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
     script = str(Path(__file__).resolve())
     subprocess.run([*nice, str(python), script, "--worker", "prepare", *common], env=env,
@@ -236,6 +240,7 @@ def summarize(out: Path) -> dict:
             "rss_before_train_mib": med("rss_before_train_mib"),
             "final_loss": med("final_loss"),
             "fill_s": med("fill_s") if "fill_s" in rs[0] else None,
+            "teacher_passes": med("teacher_passes") if "teacher_passes" in rs[0] else None,
             # steady state: the training images / the median epoch after the first
             "later_images_per_s": statistics.median(
                 r["images"] / statistics.median(r["epoch_s"][1:] or r["epoch_s"]) for r in rs),
@@ -399,10 +404,14 @@ def run_medistill(args, dataset, teacher, student, run_dir: Path, outputs: str) 
         method.teacher_cache = TeacherCache(len(dataset), key)
     elif outputs == "replay":  # kd.teacher_replay {draws, storage: memory, dtype: float16}
         train_set = replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
-                                   args.draws, None, "float16", args.batch_size, **settings)
+                                   args.draws, None, "float16", args.batch_size,
+                                   fill=args.replay_fill, **settings)
         extra["fill_s"] = time.perf_counter() - start
     fit = Trainer(method, train_set, None, cfg, run_dir, {}, None, "kd").fit()
     wall = time.perf_counter() - start
+    if outputs == "replay":  # teacher passes over the data (lazy: pairs drawn so far)
+        extra["teacher_passes"] = float(train_set.replay.cache.filled.sum()) / len(dataset)
+        extra["teacher_rows"] = train_set.replay.teacher_rows  # lazy, padding included
     hist = fit["history"]
     return {**extra, "wall_s": wall,
             "epoch_s": [len(dataset) / h["images_per_s"] for h in hist],

@@ -69,3 +69,21 @@ def test_tensor_views_serve_the_per_sample_datasets_batches(tmp_path) -> None:
                                           atol=1e-5), (epoch, i, name)
     assert torch.allclose(batched[2]["views"]["teacher"], per_sample[2]["views"]["teacher"],
                           atol=1e-5)
+
+
+def test_batched_augmentation_permutes_uint8_and_normalises_in_place_bit_for_bit() -> None:
+    """The hot-loop form of augment_batch (flips/rotations on the uint8 pixels, in-place
+    normalisation) equals the float form (to float, permute, jitter, (x - mean) / std)."""
+    from medistill.data.transforms import color_jitter_batch
+
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (16, 3, 8, 8), dtype=np.uint8))
+    augment = Augment(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1)
+    p = stack_params([augment.sample_params(np.random.default_rng(i)) for i in range(16)])
+    assert p["hflip"].any() and p["rot"].any()
+    x = dihedral_batch(images.float() / 255.0, p["hflip"], p["vflip"], p["rot"])
+    x = color_jitter_batch(x, p["brightness"], p["contrast"], p["saturation"], p["hue"])
+    reference = (x - MEAN.view(1, 3, 1, 1)) / STD.view(1, 3, 1, 1)
+    before = images.clone()
+    assert torch.equal(augment_batch(images, p, MEAN, STD), reference)
+    assert torch.equal(images, before)  # the input is not touched

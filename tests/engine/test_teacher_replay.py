@@ -51,11 +51,11 @@ class Forward:
     """The teacher forward, counting the images it sees."""
 
     def __init__(self, method: ResolutionKD) -> None:
-        self.method, self.images = method, 0
+        self.forward, self.images = method.teacher_forward, 0
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self.images += len(x)
-        return self.method.teacher_forward(x)
+        return self.forward(x)
 
 
 def test_draws_cover_every_flip_and_rotation_exactly() -> None:
@@ -176,26 +176,39 @@ class OnlineWithReplayDraws(TensorViewDataset):
 
 
 def test_training_with_replay_equals_online_training_on_the_same_draws(tmp_path) -> None:
-    """Two epochs through the Trainer: identical student weights, and the replayed run's
-    teacher never runs after the fill."""
+    """Three epochs through the Trainer: identical student weights online, with the upfront
+    fill and with the lazy fill; the upfront run's teacher never runs in training, the lazy
+    run's only on the (image, draw) pairs drawn for the first time (fewer than online's 3
+    passes, none in an epoch whose pairs were all seen)."""
     src = source(tmp_path / "img", BOTH, n=12)
-    cfg = TrainConfig(epochs=2, batch_size=5, progress=False, tensorboard=False, diag_every=0)
+    cfg = TrainConfig(epochs=3, batch_size=5, progress=False, tensorboard=False, diag_every=0)
     finals = []
-    for mode in ("online", "replay"):
+    for mode in ("online", "upfront", "lazy"):
         method = kd_method()
         forward = Forward(method)
         train = replay_dataset(method.teacher, forward, src, "teacher", 8, dtype="float32",
-                               batch_size=4, view=src.views["teacher"])
+                               batch_size=4, fill="lazy" if mode == "lazy" else "upfront",
+                               view=src.views["teacher"])
         if mode == "online":
             online = OnlineWithReplayDraws.__new__(OnlineWithReplayDraws)
             online.__dict__.update(train.__dict__, src=src)
             train = online
         filled = forward.images
+        in_step = method.teacher_forward = Forward(method)  # counts the step's teacher runs
         Trainer(method, train, None, cfg, tmp_path / mode).fit()
-        assert forward.images == filled == 12 * 8  # training never called the counted forward
+        assert forward.images == filled == (0 if mode == "lazy" else 12 * 8)
+        if mode == "lazy":
+            drawn = {(i, int(train.replay.draws(e)[i])) for e in (1, 2, 3) for i in range(12)}
+            # each pair computed once, fewer than online's 3 x 12 (the teacher's rows include
+            # the padding of each step's last chunk: < LAZY_CHUNK per step, 9 steps)
+            assert int(np.asarray(train.replay.cache.filled).sum()) == len(drawn) < 3 * 12
+            assert in_step.images == train.replay.teacher_rows < len(drawn) + 4 * 9
+        elif mode == "online":
+            assert in_step.images == 3 * 12
         finals.append(method.student.state_dict())
-    for (k, a), b in zip(finals[0].items(), finals[1].values(), strict=True):
-        assert torch.equal(a, b), k
+    for j, other in enumerate(finals[1:]):
+        for (k, a), b in zip(finals[0].items(), other.values(), strict=True):
+            assert torch.equal(a, b), (j, k, (a.float() - b.float()).abs().max())
 
 
 def test_replay_needs_augmentation_and_square_views_for_rotations(tmp_path) -> None:

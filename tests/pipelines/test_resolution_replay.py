@@ -60,9 +60,13 @@ def test_without_replay_kd_trains_exactly_as_before(tmp_path, monkeypatch) -> No
         assert torch.equal(a, b), k
 
 
-def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("fill", ["upfront", "lazy"])
+def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch, fill) -> None:
+    """Upfront: the fill runs the teacher on every (image, draw) before training, never in
+    it. Lazy (the default): 1 epoch draws one pair per image, computed in the step; the next
+    run (same replay, same epochs, so the same draws) runs no teacher at all."""
     pipe, subset = _pipeline(
-        tmp_path, "kd.teacher_replay={draws: 2, storage: disk, dtype: float32}")
+        tmp_path, f"kd.teacher_replay={{draws: 2, storage: disk, dtype: float32, fill: {fill}}}")
     cfg = pipe.r.stage_train("kd", 0)
     calls = []
     forward = ResolutionKD.teacher_forward
@@ -73,10 +77,19 @@ def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: (
         seen.append(self.train_set), fit(self, resume))[1])
     meta = pipe._meta(pipe.r.student, 8)
+    assert cfg.epochs == 1
     pipe._train("a/kd", _kd(), PAIR, subset, cfg, meta)
-    assert sum(calls) == 2 * N_IMAGES  # the fill: 2 draws per image, none while training
+    first = sum(calls)
+    # upfront: 2 draws per image, none while training; lazy: one draw per image (one step
+    # of 12 rows, 3 teacher chunks of 4)
+    assert first == (2 * N_IMAGES if fill == "upfront" else N_IMAGES)
     pipe._train("b/kd", _kd(), PAIR, subset, cfg, meta)  # e.g. the next student factor
-    assert sum(calls) == 2 * N_IMAGES
+    replay = seen[0].replay
+    stored = int(replay.cache.filled.sum())
+    if fill == "upfront":
+        assert sum(calls) == first and stored == 2 * N_IMAGES
+    else:  # the draws depend on (seed, epoch) only: the second run replays the first's
+        assert stored == N_IMAGES and sum(calls) == first == replay.teacher_rows
     assert all(isinstance(s, TensorViewDataset) and s.replay is not None for s in seen)
     assert seen[0].replay is seen[1].replay
     assert [p.name for p in (tmp_path / "teacher_replay").iterdir()] == [seen[0].replay.cache.key]

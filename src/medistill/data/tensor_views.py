@@ -11,7 +11,10 @@ The augmentation parameters of sample ``i`` in epoch ``e`` are those of the per-
 (``Augment.sample_params(default_rng([seed, e, i]))``, drawn when the epoch is set), or, with a
 :class:`~medistill.engine.teacher_cache.TeacherReplay` attached, one of its K stored draws: the
 batch then carries the teacher's stored outputs for exactly that draw (``teacher_outputs``) and
-no teacher view (FKD, Shen & Xing, ECCV 2022).
+no teacher view (FKD, Shen & Xing, ECCV 2022). A replay filled lazily also marks the pairs not
+stored yet (``teacher_missing``, ``teacher_store``, see
+:meth:`~medistill.engine.teacher_cache.TeacherReplay.serve`) and carries the teacher view of
+those rows only, for the training step to run the teacher on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from medistill.data.datasets import PairedViewDataset
 from medistill.data.transforms import augment_batch, stack_params
@@ -33,14 +36,15 @@ def _pass_through(batch: Any) -> Any:
 
 
 def decode_views(source: PairedViewDataset, names: Sequence[str],
-                 indices: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+                 indices: Sequence[int] | None = None, store: bool = False
+                 ) -> dict[str, torch.Tensor]:
     """The ``uint8`` (N, C, H, W) tensor of each named view of ``source`` (all samples, or
     ``indices``); one PIL decode + resize per image and view not in ``source``'s view cache
-    (and not added to it)."""
+    (added to it with ``store``)."""
     rows = range(len(source)) if indices is None else indices
     out = {}
     for name in names:
-        arrays = [source.view_array(int(i), name, store=False) for i in rows]
+        arrays = [source.view_array(int(i), name, store=store) for i in rows]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise DataError(f"view {name!r}: images of different sizes {sorted(shapes)[:2]} "
@@ -57,20 +61,25 @@ class TensorViewDataset(Dataset):
         source: the per-sample dataset (its ``augment`` must be an :class:`Augment` or None;
             ``independent_views`` is not supported).
         replay: serve stored teacher outputs for one of K stored augmentation draws per sample
-            and epoch; ``teacher_view`` is then not decoded or served.
+            and epoch; ``teacher_view`` is then not decoded or served, unless
+        keep_teacher_view: the replay is filled lazily: ``teacher_view`` is served for the
+            rows whose outputs are not stored yet, read from ``source`` (and kept in its view
+            cache, as online KD does) when first needed; ``source`` is let go once every
+            output is stored.
         teacher_view: the name of the view the replayed teacher saw.
     """
 
     collate_fn = staticmethod(_pass_through)
 
     def __init__(self, source: PairedViewDataset, replay: Any = None,
-                 teacher_view: str = "teacher") -> None:
+                 teacher_view: str = "teacher", keep_teacher_view: bool = False) -> None:
         if source.independent_views:
             raise DataError("TensorViewDataset: independent views are not supported")
         self.samples, self.augment, self.seed = source.samples, source.augment, source.seed
         self.mean, self.std = source.mean, source.std
         self.replay, self.teacher_view = replay, teacher_view
         names = [n for n in source.views if replay is None or n != teacher_view]
+        self.teacher_source = source if replay is not None and keep_teacher_view else None
         self.views = decode_views(source, names)
         self.labels_t = torch.tensor([s.label for s in source.samples], dtype=torch.int64)
         self.epoch = 0
@@ -85,6 +94,9 @@ class TensorViewDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._params = epoch, None
+        if self.teacher_source is not None and self.replay.filled:
+            self.teacher_source = None  # pure replay from now on
+            self.replay.flush()
 
     def epoch_params(self) -> dict[str, torch.Tensor] | None:
         """This epoch's parameters of every sample, as :class:`PairedViewDataset` draws them."""
@@ -98,6 +110,9 @@ class TensorViewDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         batch = self.__getitems__([index])
+        if "teacher_missing" in batch:
+            raise DataError(f"TensorViewDataset: sample {index}'s teacher outputs are not "
+                            "stored yet (a lazily filled replay serves whole batches only)")
         return {"views": {k: v[0] for k, v in batch["views"].items()},
                 "label": int(batch["label"][0]), "index": index,
                 **({"teacher_outputs": {k: v[0] for k, v in batch["teacher_outputs"].items()}}
@@ -109,11 +124,27 @@ class TensorViewDataset(Dataset):
         if self.replay is not None:
             draws = self.replay.draws(self.epoch)[idx]
             params = self.replay.params_at(idx, draws)
-            batch["teacher_outputs"] = self.replay.outputs(idx, draws)
+            batch.update(self.replay.serve(idx, draws))
         else:
             all_params = self.epoch_params()
             params = None if all_params is None else {k: v[idx] for k, v in all_params.items()}
         batch["views"] = {name: augment_batch(u8.index_select(0, idx), params, self.mean,
                                               self.std) for name, u8 in self.views.items()}
+        if "teacher_missing" in batch:
+            batch["views"][self.teacher_view] = self._missing_teacher_view(
+                idx, batch["teacher_missing"], params)
         return batch
 
+    def _missing_teacher_view(self, idx: torch.Tensor, missing: torch.Tensor,
+                              params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The augmented teacher view of the rows ``missing``."""
+        if self.teacher_source is None or get_worker_info() is not None:
+            raise DataError(
+                "teacher replay: outputs not stored yet for a batch "
+                + ("served by a DataLoader worker (a lazy fill needs train.num_workers: 0)"
+                   if self.teacher_source is not None
+                   else "of a dataset without the teacher view (fill the replay first)"))
+        rows = missing.nonzero().flatten()
+        u8 = decode_views(self.teacher_source, [self.teacher_view], idx[rows].tolist(),
+                          store=True)[self.teacher_view]
+        return augment_batch(u8, {k: v[rows] for k, v in params.items()}, self.mean, self.std)

@@ -233,11 +233,13 @@ def augment_batch(images: torch.Tensor, params: dict[str, torch.Tensor] | None,
     """(B, C, H, W) uint8 images -> augmented (``params`` as :func:`stack_params` gives, None:
     none) and normalised float32, the batched form of what
     :class:`~medistill.data.PairedViewDataset` does per sample (``to_tensor``,
-    :meth:`Augment.apply`, ``(x - mean) / std``)."""
-    x = images.float().div_(255.0)
+    :meth:`Augment.apply`, ``(x - mean) / std``). The flips/rotations permute the uint8
+    pixels (a quarter of the bytes; exact, so the same values as permuting the floats) and the
+    normalisation is in place: the same results as the out-of-place form, bit for bit."""
     if params is not None:
-        x = dihedral_batch(x, params["hflip"], params["vflip"], params["rot"])
-        if x.shape[1] == 3:
-            x = color_jitter_batch(x, params["brightness"], params["contrast"],
-                                   params["saturation"], params["hue"])
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        images = dihedral_batch(images, params["hflip"], params["vflip"], params["rot"])
+    x = images.float().div_(255.0)
+    if params is not None and x.shape[1] == 3:
+        x = color_jitter_batch(x, params["brightness"], params["contrast"],
+                               params["saturation"], params["hue"])
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))

@@ -18,7 +18,8 @@ With ``teacher_cache`` set (a :class:`~medistill.engine.teacher_cache.TeacherCac
 when the teacher's view is not augmented), the teacher runs once per sample, not once per epoch.
 With augmentation, a :class:`~medistill.engine.teacher_cache.TeacherReplay` stores its outputs
 for K augmentation draws per sample and the batches carry the stored outputs of the draw their
-student view was augmented with (``batch["teacher_outputs"]``).
+student view was augmented with (``batch["teacher_outputs"]``); filled lazily, the step runs
+the teacher on the rows not stored yet (``batch["teacher_missing"]``).
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ class ResolutionKD(Method):
 
     def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen teacher's (final map, logits): replayed when the batch carries them
-        (``teacher_outputs``, see :class:`~medistill.engine.teacher_cache.TeacherReplay`), from
-        the cache when there is one, else computed."""
+        (``teacher_outputs``, see :class:`~medistill.engine.teacher_cache.TeacherReplay`; rows
+        marked ``teacher_missing`` are computed by ``teacher_store`` with the teacher on the
+        batch's teacher view of those rows), from the cache when there is one, else computed."""
         out = batch.get("teacher_outputs")
-        if out is None:
+        missing = batch.get("teacher_missing")
+        if missing is not None:  # a lazily filled replay: the teacher on the rows not stored
+            out = batch["teacher_store"](missing, self.teacher_forward,
+                                         batch["views"][self.views[0]], out)
+        elif out is None:
             x = batch["views"][self.views[0]]
             cache = self.teacher_cache
             out = (self.teacher_forward(x) if cache is None

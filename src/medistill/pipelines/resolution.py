@@ -31,7 +31,9 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import load_model
+from medistill.engine.distributed import is_distributed
 from medistill.engine.teacher_cache import TeacherCache, fingerprint, replay_dataset
+from medistill.engine.trainer import resolve_device
 from medistill.errors import DataError, RecipeError
 from medistill.methods import ResolutionKD, Supervised
 from medistill.metrics.paired import compare_runs, verdict
@@ -58,6 +60,16 @@ class ReplayConfig(StrictModel):
         "float16", description="float32: every replayed step equals the online step exactly")
 
 
+class ResolutionReplayConfig(ReplayConfig):
+    """:class:`ReplayConfig` with the choice of when the resolution teacher's outputs are
+    computed."""
+
+    fill: Literal["lazy", "upfront"] = Field(
+        "lazy", description="lazy: each (image, draw) the first time an epoch draws it, inside "
+        "the training step (never more teacher work than online KD); upfront: all draws before "
+        "training. Under DDP a disk replay is filled upfront")
+
+
 class KDConfig(StrictModel):
     temperature: float = Field(4.0, gt=0)
     soft_weight: float = Field(1.0, ge=0)
@@ -66,7 +78,7 @@ class KDConfig(StrictModel):
     label_weight: float = Field(0.0, ge=0, description="optional CE on labels (paper: 0)")
     cache_teacher: Literal["none", "memory", "disk"] = Field(
         "none", description="teacher outputs computed once (needs augment.enabled: false)")
-    teacher_replay: ReplayConfig | None = Field(
+    teacher_replay: ResolutionReplayConfig | None = Field(
         None, description="augmented KD with teacher outputs stored for K augmentations per "
         "image and replayed (FKD); None: the teacher runs every step")
 
@@ -205,12 +217,16 @@ class ResolutionPipeline(Pipeline):
         replay = self.r.kd.teacher_replay
         if (isinstance(method, ResolutionKD) and replay is not None
                 and not (self.out / name / "train_done.json").is_file()):
+            # a lazy fill runs the teacher in the training step (its device and autocast);
+            # the upfront fill on the CPU in float32
+            lazy = replay.fill == "lazy" and not (replay.storage == "disk" and is_distributed())
+            computed = (resolve_device(cfg.device).type, cfg.amp) if lazy else ("cpu", "none")
             train_set = replay_dataset(  # the previous run's replay is reused if it fits
                 method.teacher, method.teacher_forward, train_set, "teacher", replay.draws,
                 self.out / "teacher_replay" if replay.storage == "disk" else None,
-                replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None),
+                replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None), replay.fill,
                 view=views["teacher"], normalization=self.norm,
-                image_size=self.r.data.image_size)
+                image_size=self.r.data.image_size, computed_on=computed)
             self._last_replay = train_set.replay
         return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
 
@@ -218,9 +234,8 @@ class ResolutionPipeline(Pipeline):
                        train_set: Any, cfg: TrainConfig) -> TeacherCache:
         """The teacher's outputs, filled during the first epoch; under DDP a disk cache is
         filled before training by local rank 0 and read by the node's other ranks."""
-        from medistill.engine.distributed import device_for_rank, is_distributed
+        from medistill.engine.distributed import device_for_rank
         from medistill.engine.teacher_cache import fill_cache, shared_per_node
-        from medistill.engine.trainer import resolve_device
 
         key = fingerprint(method.teacher, [s.path for s in samples.samples], view=view,
                           normalization=self.norm, image_size=self.r.data.image_size)
