@@ -109,10 +109,12 @@ def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
         w = csv.writer(f)
         w.writerow(["path", "split", "label"])
         for rel in chosen:
-            dest = pool / "images" / f"{Path(rel).stem}_{size}.png"
+            # split_class_stem: a stem can recur in another class folder (another image)
+            dest = pool / "images" / f"{'_'.join(Path(rel).with_suffix('').parts)}_{size}.png"
             if not dest.is_file():
                 with Image.open(ebhi / rel) as im:
-                    im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(dest)
+                    im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(
+                        dest, compress_level=1)
             w.writerow([str(dest.resolve()), "train", ""])
     return pool / "pool.csv"
 
