@@ -80,7 +80,8 @@ def write_split(glas: Path, out: Path, val_fraction: float = 0.2, seed: int = 0)
         val |= {names[i] for i in rng.permutation(len(names))[:n_val]}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "glas_split.csv"
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # seeds may start in parallel
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "split", "label"])
         for r in rows:
@@ -88,6 +89,7 @@ def write_split(glas: Path, out: Path, val_fraction: float = 0.2, seed: int = 0)
                 "val" if r["name"] in val else "train")
             w.writerow([str((glas / "images" / f"{r['name']}.jpg").resolve()), split,
                         CLASSES[int(r["label"])]])
+    os.replace(tmp, path)
     return path
 
 
@@ -105,7 +107,8 @@ def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
     chosen = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[:n])]
     pool = out / "ebhi_pool"
     (pool / "images").mkdir(parents=True, exist_ok=True)
-    with open(pool / "pool.csv", "w", newline="") as f:
+    tmp = pool / f".pool.csv.{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "split", "label"])
         for rel in chosen:
@@ -116,6 +119,7 @@ def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
                     im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(
                         dest, compress_level=1)
             w.writerow([str(dest.resolve()), "train", ""])
+    os.replace(tmp, pool / "pool.csv")
     return pool / "pool.csv"
 
 
