@@ -115,9 +115,11 @@ def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
             # split_class_stem: a stem can recur in another class folder (another image)
             dest = pool / "images" / f"{'_'.join(Path(rel).with_suffix('').parts)}_{size}.png"
             if not dest.is_file():
+                part = dest.with_name(f".{dest.stem}.{os.getpid()}.png")
                 with Image.open(ebhi / rel) as im:
                     im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(
-                        dest, compress_level=1)
+                        part, compress_level=1)
+                os.replace(part, dest)
             w.writerow([str(dest.resolve()), "train", ""])
     os.replace(tmp, pool / "pool.csv")
     return pool / "pool.csv"
