@@ -41,7 +41,7 @@ per seed, mean ± sd over seeds, the KD terms' gradient shares, wall times.
     python benchmarks/resolution_kd_glas.py --out benchmarks/out/glas_tf2 --seeds 0 1 2 3 4 \
         --summarize
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/resolution_kd_glas.py --seeds 0 \
-        --teacher-factor 2 --factor 8 --aux-pool 500 --reuse benchmarks/out/glas_tf2 \
+        --teacher-factor 2 --factor 8 --aux-pool 500 --aux-epochs 10 --reuse benchmarks/out/glas_tf2 \
         --out benchmarks/out/glas_tf2_aux                 # KD+aux with the EBHI-Seg pool
 """
 
@@ -131,6 +131,7 @@ def overrides(args: argparse.Namespace, seed: int) -> list[str]:
     extra = []
     if args.aux_pool:
         runs.append("kd_aux")
+        extra.append(f"stages.kd_aux={{epochs: {args.aux_epochs or args.epochs}}}")
         root = args.out.resolve()
         extra.append(f"aux_data=[{{format: csv, root: '{root}', csv: glas_split.csv, "
                      f"use_splits: [train], image_size: {args.crop}}}, {{format: csv, root: "
@@ -304,6 +305,8 @@ def main() -> None:
         "MEDISTILL_SHARED_DATA", "../shared/data")) / "ebhi_seg")
     p.add_argument("--aux-size", type=int, default=512,
                    help="px the 224 px EBHI-Seg tiles are resized to (then --crop applies)")
+    p.add_argument("--aux-epochs", type=int, default=0,
+                   help="kd_aux distillation epochs on the pool (0: --epochs)")
     p.add_argument("--reuse", type=Path, default=None,
                    help="folder with the trained teachers / baselines / KD runs: kd_aux only")
     p.add_argument("--threads", type=int, default=1)
