@@ -41,8 +41,8 @@ per seed, mean ± sd over seeds, the KD terms' gradient shares, wall times.
     python benchmarks/resolution_kd_glas.py --out benchmarks/out/glas_tf2 --seeds 0 1 2 3 4 \
         --summarize
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/resolution_kd_glas.py --seeds 0 \
-        --teacher-factor 2 --factor 8 --aux-pool 500 --aux-epochs 10 --reuse benchmarks/out/glas_tf2 \
-        --out benchmarks/out/glas_tf2_aux                 # KD+aux with the EBHI-Seg pool
+        --teacher-factor 2 --factor 8 --aux-pool 500 --aux-epochs 10 \
+        --reuse benchmarks/out/glas_tf2 --out benchmarks/out/glas_tf2_aux   # KD+aux, EBHI-Seg pool
 """
 
 from __future__ import annotations
