@@ -223,8 +223,9 @@ def summarize_aux(args: argparse.Namespace) -> str:
     ``--out`` folder (with ``--reuse``: the KD+aux run alone)."""
     folders = [args.out] + ([args.reuse] if args.reuse else [])
     lines = ["| seed | baseline acc | KD acc | KD+aux acc | KD+aux - baseline acc, points "
-             "[95% CI] | KD+aux - baseline macro F1 | KD+aux - KD acc | KD+aux - KD macro F1 "
-             "| KD+aux distillation gradient shares | wall s (CPU s) |", "|---" * 10 + "|"]
+             "[95% CI] | KD+aux - baseline macro F1 [95% CI] | KD+aux - KD acc [95% CI] | "
+             "KD+aux - KD macro F1 [95% CI] | KD+aux distillation gradient shares | "
+             "wall s (CPU s) |", "|---" * 10 + "|"]
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:
         roles = by_role(folders, seed)
