@@ -93,6 +93,12 @@ def write_split(glas: Path, out: Path, val_fraction: float = 0.2, seed: int = 0)
     return path
 
 
+def pool_name(rel: str, size: int) -> str:
+    """``train/polyp/X.jpg`` -> ``train_polyp_X_<size>.png``: split and class stay in the name
+    (43 EBHI-Seg stems recur in another class folder, with another image)."""
+    return f"{'_'.join(Path(rel).with_suffix('').parts)}_{size}.png"
+
+
 def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
     """``out/ebhi_pool/pool.csv`` (path, split ``train``, empty label): ``n`` images of EBHI-Seg's
     train + val splits (seeded permutation, the same for every seed; the test split is never
@@ -112,8 +118,7 @@ def write_pool(ebhi: Path, out: Path, n: int, size: int, seed: int = 0) -> Path:
         w = csv.writer(f)
         w.writerow(["path", "split", "label"])
         for rel in chosen:
-            # split_class_stem: a stem can recur in another class folder (another image)
-            dest = pool / "images" / f"{'_'.join(Path(rel).with_suffix('').parts)}_{size}.png"
+            dest = pool / "images" / pool_name(rel, size)
             if not dest.is_file():
                 part = dest.with_name(f".{dest.stem}.{os.getpid()}.png")
                 with Image.open(ebhi / rel) as im:
