@@ -58,3 +58,47 @@ def test_split_loads_with_the_recipe_data_section(tmp_path: Path) -> None:
     test = load_split(cfg, "test", train.classes)
     assert train.classes == ["benign", "malignant"]
     assert (len(train.samples), len(val.samples), len(test.samples)) == (68, 17, 80)
+
+
+EBHI = SHARED_DATA / "ebhi_seg"
+
+
+@pytest.mark.skipif(not (EBHI / "labels.csv").is_file(), reason="no EBHI-Seg data")
+def test_aux_pool_from_ebhi_train_val_only(tmp_path: Path) -> None:
+    """The KD+aux pool: EBHI-Seg train + val images only (never its test split), one file per
+    image although stems recur across class folders, resized to ``size``; a smaller pool is a
+    subset of a larger one (same seed); the recipe reads it as 68 GlaS train images + the pool,
+    unlabeled, with the teacher of ``--reuse`` and only the kd_aux run."""
+    from PIL import Image
+
+    from medistill.pipelines import load_recipe
+    from medistill.pipelines.resolution import ResolutionPipeline
+
+    listed = _rows(EBHI / "labels.csv")
+    usable = [r["path"] for r in listed if r["split"] in ("train", "val")]
+    assert len({Path(p).name for p in usable}) < len(usable)  # stems alone would collide
+    assert len({bench.pool_name(p, 512) for p in usable}) == len(usable)
+    rows = _rows(bench.write_pool(EBHI, tmp_path, 12, 64))
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"train"}
+    assert {r["label"] for r in rows} == {""}
+    test_names = {bench.pool_name(r["path"], 64) for r in listed if r["split"] == "test"}
+    assert not {Path(r["path"]).name for r in rows} & test_names
+    assert {bench.pool_name(p, 64) for p in usable} >= {Path(r["path"]).name for r in rows}
+    with Image.open(rows[0]["path"]) as im:
+        assert im.size == (64, 64)
+    small = _rows(bench.write_pool(EBHI, tmp_path / "small", 5, 64))
+    assert {Path(r["path"]).name for r in small} <= {Path(r["path"]).name for r in rows}
+
+    bench.write_split(GLAS, tmp_path)
+    args = bench.argparse.Namespace(
+        out=tmp_path, crop=512, teacher_factor=2.0, factor=8.0, epochs=30, teacher_epochs=40,
+        accum=16, aux_pool=12, aux_epochs=10, reuse=tmp_path / "old", overrides=[])
+    cfg = load_recipe(bench.ROOT / "recipes" / "resolution_kd.yaml", bench.overrides(args, 3))
+    assert cfg.runs == ["kd_aux"] and cfg.stage_train("kd_aux", 3).epochs == 10
+    assert cfg.teacher_checkpoint == str((tmp_path / "old/seed3/seed3/teacher/best.pt")
+                                         .resolve())
+    pipe = ResolutionPipeline(cfg, tmp_path / "run")
+    pipe._load_data()
+    aux = pipe.aux_samples.samples
+    assert len(aux) == 68 + 12 and all(s.label == -1 for s in aux)
+    assert pipe.aux_dropped == 0
