@@ -211,6 +211,23 @@ class Pipeline:
         path = getattr(self.r, "teacher_checkpoint", None)
         return Path(path) if path else train(seed)
 
+    def student_runs(self, seed: int, teacher_path: Path,
+                     models: dict[str, Path]) -> list[dict[str, Any]]:
+        """The student stage of the segmentation-style recipes: each of the recipe's ``runs``
+        for ``seed``, built by the pipeline's ``_student_method(run, teacher_path, seed)``,
+        trained by its ``_train`` into ``seed<seed>/<run>`` and evaluated by its ``_evaluate``;
+        the records, in order (each model file added to ``models`` by run name)."""
+        r: Any = self.r
+        p: Any = self  # the hooks are the recipe pipeline's own
+        records = []
+        for run in r.runs:
+            name = f"seed{seed}/{run}"
+            path = p._train(name, p._student_method(run, teacher_path, seed),
+                            r.stage_train(run, seed), p._meta(r.student))
+            records.append(p._evaluate(name, run, seed, path))
+            models[run] = path
+        return records
+
     def evaluate_record(self, run: str, model_path: Path,
                         evaluate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]]
                         ) -> dict[str, Any]:

@@ -216,15 +216,10 @@ class GraphRelationPipeline(Pipeline):
                 name = ("teacher" if r.teacher_checkpoint
                         else teacher_path.parent.relative_to(self.out).as_posix())
                 runs.append(self._evaluate(name, "teacher", seed, teacher_path))
+            models = {"teacher": teacher_path}
+            runs += self.student_runs(seed, teacher_path, models)
             if seed == r.seeds[0]:
-                overlay_models["teacher"] = teacher_path
-            for run in r.runs:
-                name = f"seed{seed}/{run}"
-                path = self._train(name, self._student_method(run, teacher_path, seed),
-                                   r.stage_train(run, seed), self._meta(r.student))
-                runs.append(self._evaluate(name, run, seed, path))
-                if seed == r.seeds[0]:
-                    overlay_models[run] = path
+                overlay_models = models
         if not self.is_main:  # training is over; rank 0 reports
             return self.finish({})
         figures = []
