@@ -13,8 +13,19 @@ folders from ``benchmarks/demo_seeds.py`` (``--teachers benchmarks/out/demo_seed
 equal to the recipe's own student is read from (and completed in) that folder, not retrained.
 Every other variant runs the recipe with ``student_factors``, ``student.kwargs`` and
 ``teacher_checkpoint`` set, one folder per (variant, seed) under ``--out`` (resumable).
+A variant is an input size: its factor below the teacher is ``--image-px / (teacher_factor x
+px)``, so the same variants serve a 224 px teacher (``--set teacher_factor=1``).
+``--teacher-seed S``: one teacher (seed S) shared by every student seed, instead of one per
+seed. ``--baselines-first``: only the baselines (they do not need the teacher), so they can
+train while the teacher does; the later full run reuses them.
 ``--set key=value`` applies to every run (e.g. ``train.epochs=60 train.device=cuda``), so the
-sizes scale to a GPU; another recipe (``--recipe``, ``--set data.root=...``) works the same way.
+sizes scale to a GPU; another recipe (``--recipe``, ``--set data.root=...``) works the same way:
+
+    OMP_NUM_THREADS=1 python benchmarks/resolution_kd_variants.py \\
+        --recipe recipes/resolution_kd.yaml --teacher-seed 0 --seeds 0 1 2 \\
+        --variants aware28 aware14 aware56 --teachers benchmarks/out/ebhi224/teacher \\
+        --out benchmarks/out/ebhi224/variants --set data.root=../shared/data/ebhi_seg \\
+        teacher_factor=1 'stages.teacher={epochs: 25}' 'kd.teacher_replay={draws: 8}'
 """
 
 from __future__ import annotations
@@ -27,21 +38,28 @@ from typing import Any
 
 import torch
 
+from medistill.methods import Supervised
 from medistill.metrics.paired import compare_runs
+from medistill.metrics.steps import read_steps, summarise_steps
 from medistill.models.resnet import final_map_size, stem_for_input
 from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
+from medistill.pipelines.resolution import ResolutionPipeline, ResolutionView
 
-#: name -> (student factor relative to the teacher, student kwargs, what it is); sizes below
-#: assume the demo's 112 px teacher (224 px originals, teacher_factor 2)
-VARIANTS: dict[str, tuple[float, dict[str, Any], str]] = {
-    "std56": (2, {}, "56 px, authors' stem (stride 2 + max-pool)"),
-    "aware56": (2, {"input_size": 56}, "56 px, stem stride 2, no max-pool"),
-    "std28": (4, {}, "28 px, authors' stem (stride 2 + max-pool)"),
-    "s2nopool28": (4, {"stem_stride": 2, "stem_pool": False}, "28 px, stem stride 2, no max-pool"),
-    "aware28": (4, {"input_size": 28}, "28 px, stem stride 1, no max-pool (the demo's)"),
-    "aware14": (8, {"input_size": 14}, "14 px, stem stride 1, no max-pool"),
+#: name -> (student input px, student kwargs, what it is)
+VARIANTS: dict[str, tuple[int, dict[str, Any], str]] = {
+    "std56": (56, {}, "56 px, authors' stem (stride 2 + max-pool)"),
+    "aware56": (56, {"input_size": 56}, "56 px, stem stride 2, no max-pool"),
+    "std28": (28, {}, "28 px, authors' stem (stride 2 + max-pool)"),
+    "s2nopool28": (28, {"stem_stride": 2, "stem_pool": False}, "28 px, stem stride 2, no max-pool"),
+    "aware28": (28, {"input_size": 28}, "28 px, stem stride 1, no max-pool (the demo's)"),
+    "aware14": (14, {"input_size": 14}, "14 px, stem stride 1, no max-pool"),
 }
 ROLES = ("baseline", "kd", "kd_aux")
+
+
+def factor_of(name: str, teacher_factor: float, image_px: int = 224) -> float:
+    """A variant's student factor relative to the teacher (``image_px``: the originals' side)."""
+    return image_px / (teacher_factor * VARIANTS[name][0])
 
 
 def stem_of(kwargs: dict[str, Any]) -> tuple[int, bool]:
@@ -55,23 +73,52 @@ def teacher_path(teachers: Path, seed: int) -> Path:
     return teachers / f"seed{seed}" / f"seed{seed}" / "teacher" / "best.pt"
 
 
+def _own(name: str, base: Any, args: argparse.Namespace) -> bool:
+    """Whether the variant is the recipe's own student (its runs live in ``--teachers``)."""
+    factor = factor_of(name, base.teacher_factor, args.image_px)
+    return (args.teacher_seed is None and base.student_factors == [factor]
+            and base.student.kwargs == VARIANTS[name][1])
+
+
+def _variant(name: str, seed: int, args: argparse.Namespace, subs: dict[str, str],
+             runs: list[str]) -> tuple[Any, Path]:
+    """The recipe of one variant and seed with ``runs``, and its run folder."""
+    _, kwargs, _ = VARIANTS[name]
+    base = load_recipe(args.recipe, args.overrides, subs)
+    factor = factor_of(name, base.teacher_factor, args.image_px)
+    over = [*args.overrides, f"runs=[{','.join(runs)}]", f"seeds=[{seed}]"]
+    if _own(name, base, args):  # the recipe's own student: its folder is the teachers' folder
+        return load_recipe(args.recipe, over, subs), args.teachers / f"seed{seed}"
+    teacher = seed if args.teacher_seed is None else args.teacher_seed
+    over += [f"student_factors=[{factor}]", f"student.kwargs={json.dumps(kwargs)}",
+             f"teacher_checkpoint={teacher_path(args.teachers, teacher)}"]
+    return load_recipe(args.recipe, over, subs), args.out / name / f"seed{seed}"
+
+
 def run_variant(name: str, seed: int, args: argparse.Namespace, subs: dict[str, str]) -> Path:
     """Train + evaluate one variant for one seed (skipping finished runs); its run folder."""
-    factor, kwargs, _ = VARIANTS[name]
-    base = load_recipe(args.recipe, args.overrides, subs)
-    own = base.student_factors == [factor] and base.student.kwargs == kwargs
-    runs = f"runs=[{','.join(args.runs)}]"
-    if own:  # the recipe's own student: its folder is the teachers' folder
-        out = args.teachers / f"seed{seed}"
-        over = [*args.overrides, runs, f"seeds=[{seed}]"]
-    else:
-        out = args.out / name / f"seed{seed}"
-        over = [*args.overrides, runs, f"seeds=[{seed}]", f"student_factors=[{factor}]",
-                f"student.kwargs={json.dumps(kwargs)}",
-                f"teacher_checkpoint={teacher_path(args.teachers, seed)}"]
-    run_recipe(load_recipe(args.recipe, over, subs), out, resume=(out / "recipe.json").exists(),
-               progress=False)
+    cfg, out = _variant(name, seed, args, subs, args.runs)
+    run_recipe(cfg, out, resume=(out / "recipe.json").exists(), progress=False)
     return out
+
+
+def train_baseline(name: str, seed: int, args: argparse.Namespace, subs: dict[str, str]) -> None:
+    """Only the baseline of one variant and seed (``--baselines-first``): the pipeline's own
+    baseline stage (as in ``ResolutionPipeline.run``: same model, data, seed and folder), which
+    needs no teacher, so it can train while the teacher does; the later full run of the
+    variant finds it trained (``train_done.json``) and only evaluates it."""
+    cfg, out = _variant(name, seed, args, subs, ["baseline"])
+    rel = cfg.student_factors[0]
+    if (out / f"seed{seed}" / f"x{rel:g}" / "baseline" / "train_done.json").is_file():
+        return
+    pipe = ResolutionPipeline(cfg, out, resume=(out / "recipe.json").exists(), progress=False)
+    pipe._load_data()
+    pipe.start()
+    factor = cfg.teacher_factor * rel
+    view = ResolutionView(factor, upsample=cfg.upsample_student)
+    pipe._train(f"seed{seed}/x{rel:g}/baseline", Supervised(pipe._student(seed)),
+                {"input": view}, pipe.train_samples, cfg.stage_train("baseline", seed),
+                pipe._meta(cfg.student, factor, cfg.upsample_student))
 
 
 def train_teacher(seed: int, args: argparse.Namespace, subs: dict[str, str]) -> None:
@@ -154,6 +201,32 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table: per variant and seed, KD - baseline on the same test images (points,
+    95% paired bootstrap CI) in accuracy and macro F1."""
+    lines = ["| variant | seed | KD - baseline acc, points [95% CI] "
+             "| KD - baseline macro F1, points [95% CI] |", "|---|---|---|---|"]
+    for r in rows:
+        for c in sorted((c for c in r["per_seed"] if c["model"] == "kd"),
+                        key=lambda c: c["seed"]):
+            cells = [f"{100 * c['metrics'][m]['value']:+.1f} [{100 * c['metrics'][m]['low']:+.1f},"
+                     f" {100 * c['metrics'][m]['high']:+.1f}]" for m in ("accuracy", "macro_f1")]
+            lines.append(f"| {r['variant']} | {c['seed']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def share_lines(folders: dict[str, list[Path]]) -> list[str]:
+    """Per variant and seed: each KD loss term's mean gradient share (``steps.csv``)."""
+    lines = []
+    for name, dirs in folders.items():
+        for d in dirs:
+            for steps in sorted(d.glob("**/kd/steps.csv")):
+                terms = ", ".join(f"{t.name} {t.mean_share:.2f}" for t in
+                                  summarise_steps(read_steps(steps)) if t.mean_share is not None)
+                lines.append(f"- {name} {d.name}: mean gradient share {terms}")
+    return lines
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Test accuracy (mean ± sd over seeds) vs GFLOPs, baseline and KD, teacher as a star."""
     import matplotlib
@@ -202,27 +275,44 @@ def main() -> None:
     p.add_argument("--n-resamples", type=int, default=10_000)
     p.add_argument("--plot", type=Path, help="write the accuracy-vs-GFLOPs PNG here")
     p.add_argument("--summarize", action="store_true", help="only tabulate finished runs")
+    p.add_argument("--teacher-seed", type=int,
+                   help="one teacher (this seed) for every student seed, not one per seed")
+    p.add_argument("--image-px", type=int, default=224, help="the original images' side")
+    p.add_argument("--baselines-first", action="store_true",
+                   help="only train the baselines (no teacher needed), then stop")
+    p.add_argument("--teacher-only", action="store_true", help="only train the teacher(s)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     subs = {"demo_data": args.data}
     base = load_recipe(args.recipe, args.overrides, subs)
+    if args.baselines_first:
+        for seed in args.seeds:
+            for name in args.variants:
+                train_baseline(name, seed, args, subs)
+        return
+    if args.teacher_only:
+        for seed in [args.teacher_seed] if args.teacher_seed is not None else args.seeds:
+            train_teacher(seed, args, subs)
+        return
     records: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    folders: dict[str, list[Path]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         if not args.summarize:
-            train_teacher(seed, args, subs)
+            train_teacher(seed if args.teacher_seed is None else args.teacher_seed, args, subs)
         for name in args.variants:
-            factor = VARIANTS[name][0]
-            own = base.student_factors == [factor] and base.student.kwargs == VARIANTS[name][1]
-            folder = args.teachers if own else args.out / name
+            factor = factor_of(name, base.teacher_factor, args.image_px)
+            folder = args.teachers if _own(name, base, args) else args.out / name
             if not args.summarize:
                 run_variant(name, seed, args, subs)
             records[name] += collect(folder / f"seed{seed}", seed, factor * base.teacher_factor)
+            folders[name].append(folder / f"seed{seed}")
     rows = variant_rows(records, args.n_resamples)
     print(markdown(rows))
+    print("\n" + "\n".join(per_seed_lines(rows)))
+    print("\n" + "\n".join(share_lines(folders)))
     if args.plot:
         plot(rows, args.plot)
         print(f"\nplot: {args.plot}")
-
 
 if __name__ == "__main__":
     main()
