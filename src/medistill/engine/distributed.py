@@ -285,6 +285,10 @@ def _worker(local_rank: int, fn: Callable[..., Any], world: int, port: int, back
         torch.cuda.set_device(local_rank)
     try:
         fn(*args)
+        # every rank done before any tears its connections down: gloo aborts a process whose
+        # peer closed the pair while it still finishes its last work ("terminate called
+        # without an active exception", a flaky SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
