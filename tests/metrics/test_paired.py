@@ -201,3 +201,19 @@ def test_resample_chunks_equal_one_draw() -> None:
         blocks = list(resample_chunks(13, 50, seed=4))
     assert [len(b) for b in blocks] == [7] * 7 + [1]
     assert (np.concatenate(blocks) == one).all()
+
+
+def test_compare_runs_names_each_comparison_by_its_runs_seed() -> None:
+    """Per-seed comparisons carry the seed of their runs (they carried the bootstrap's seed,
+    0, for every run seed), each paired with the baseline of its own seed."""
+    from medistill.metrics.paired import compare_runs
+
+    labels = [0, 1, 0, 1, 1, 0]
+    runs = [{"role": role, "seed": s, "factor": 4, "labels": labels,
+             "predictions": labels if role == "kd" or s == 0 else [1 - y for y in labels]}
+            for s in (0, 1) for role in ("baseline", "kd")]
+    per_seed, _ = compare_runs(runs, 2, n_resamples=50)
+    assert [c["seed"] for c in per_seed] == [0, 1]
+    assert [c["ci_seed"] for c in per_seed] == [0, 0]
+    # seed 0: the same predictions; seed 1: KD right where its baseline is wrong everywhere
+    assert [c["metrics"]["accuracy"]["value"] for c in per_seed] == [0.0, 1.0]

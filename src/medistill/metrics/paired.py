@@ -232,8 +232,10 @@ def compare_runs(
                             "same images: no paired comparison")
         res = paired_bootstrap(r["labels"], r["predictions"], ref["predictions"], num_classes,
                                metrics, n_resamples, seed)
-        per_seed.append({"seed": r.get("seed"), "factor": r.get("factor"), "model": r["role"],
-                         "reference": reference, "name": r.get("name"), **res})
+        # the run's seed, not the bootstrap's (``res["seed"]``, kept as ``ci_seed``)
+        per_seed.append({"factor": r.get("factor"), "model": r["role"],
+                         "reference": reference, "name": r.get("name"), **res,
+                         "seed": r.get("seed"), "ci_seed": res["seed"]})
     summaries: list[dict[str, Any]] = []
     for key in dict.fromkeys((c["factor"], c["model"]) for c in per_seed):
         group = [c for c in per_seed if (c["factor"], c["model"]) == key]
