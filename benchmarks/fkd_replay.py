@@ -131,15 +131,25 @@ def _setup(args, names):
     return dataset, teacher, student
 
 
+def _replay_dir(args) -> Path:
+    return Path(args.out) / f"replay_{args.store}"
+
+
 def _replay_set(args, method, dataset, fill: str = "upfront", storage: str = "disk"):
+    """``--store targets`` (the recipe's way): the pixel loss's targets at the student map's
+    size when smaller than the teacher's map; ``maps``: the teacher's map (before)."""
     from medistill.engine.teacher_cache import replay_dataset
 
+    targets = None
+    if args.store == "targets":
+        views = dataset[0]["views"]
+        targets = method.use_targets(views["student"], views["teacher"])
     return replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
-                          args.draws, Path(args.out) / "replay" if storage == "disk" else None,
+                          args.draws, _replay_dir(args) if storage == "disk" else None,
                           "float16", 64, fill=fill, view=dataset.views["teacher"],
                           normalization={"mean": dataset.mean.flatten().tolist(),
                                          "std": dataset.std.flatten().tolist()},
-                          image_size=None)
+                          image_size=None, targets=targets)
 
 
 def _kd(teacher, student):
@@ -173,10 +183,13 @@ def _limit(args, dataset, student) -> list[float]:
     x_all = augment_batch(decode_views(dataset, ["student"])["student"], None, dataset.mean,
                           dataset.std)
     arrays = {}
-    (key,) = [p for p in (Path(args.out) / "replay").iterdir() if p.is_dir()]
-    for name in ("features", "logits"):
-        a = np.load(key / f"{name}.npy", mmap_mode="r")
-        arrays[name] = torch.from_numpy(np.asarray(a[:: args.draws], dtype=np.float32))
+    (key,) = [p for p in _replay_dir(args).iterdir() if p.is_dir()]
+    for f in key.glob("*.npy"):  # the teacher's map, or the pixel loss's targets (--store)
+        if f.stem != "filled":
+            a = np.load(f, mmap_mode="r")
+            arrays[f.stem] = torch.from_numpy(np.asarray(a[:: args.draws], dtype=np.float32))
+    if "features" not in arrays:
+        arrays["features"] = [arrays[f"target_{m}"] for m in pixel.resize]
     opt = torch.optim.Adam(student.parameters(), lr=1e-3, weight_decay=1e-4)
     student.train()
     rates = []
@@ -188,7 +201,9 @@ def _limit(args, dataset, student) -> list[float]:
         for b in range(0, n, args.batch_size):
             idx = order[b:b + args.batch_size]
             s_map, s_logits = student(x_all[idx])
-            loss = soft(s_logits, arrays["logits"][idx]) + pixel(s_map, arrays["features"][idx])
+            t = arrays["features"]
+            t = [a[idx] for a in t] if isinstance(t, list) else t[idx]
+            loss = soft(s_logits, arrays["logits"][idx]) + pixel(s_map, t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -251,7 +266,7 @@ def _run(args, name: str, result: Path) -> dict:
            "--threads", str(args.threads), "--draws", str(args.draws),
            "--batch-size", str(args.batch_size), "--limit", str(args.limit),
            "--teacher-factor", str(args.teacher_factor),
-           "--student-factor", str(args.student_factor)]
+           "--student-factor", str(args.student_factor), "--store", args.store]
     subprocess.run(["nice", "-n", "5", *cmd], check=True, env=_env(args.threads))
     return json.loads(result.read_text())
 
@@ -302,6 +317,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="first N training images (0: all)")
     p.add_argument("--teacher-factor", type=float, default=2.0)
     p.add_argument("--student-factor", type=float, default=8.0)
+    p.add_argument("--store", choices=("targets", "maps"), default="targets",
+                   help="what the replay stores: the pixel loss's targets at the student map's "
+                        "size (as the recipe does) or the teacher's map")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--summarize", action="store_true", help="reprint the table")
     p.add_argument("--worker", help=argparse.SUPPRESS)

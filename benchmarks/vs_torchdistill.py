@@ -58,7 +58,9 @@ teacher runs on every augmented step) and ``medistill_replay`` (``kd.teacher_rep
 outputs for ``--draws`` augmentations per image stored in memory as float16, each epoch
 replaying one stored draw per image; ``--replay-fill lazy`` (the default, as the recipe's):
 each (image, draw) is computed in the training step the first time an epoch draws it;
-``upfront``: all draws before training; the fill is inside the timed wall time either way).
+``upfront``: all draws before training; the fill is inside the timed wall time either way;
+``--replay-store targets`` (the default, as the recipe's): the pixel loss's targets at the
+student map's size are stored when smaller than the teacher's map, ``maps``: the teacher's map).
 
     nice -n 5 python benchmarks/vs_torchdistill.py --augment --data ../shared/data/ebhi_seg \
         --limit 384 --epochs 10 --repeats 3 --threads 1
@@ -151,6 +153,8 @@ def main() -> None:
                    "(medistill_replay)")
     p.add_argument("--replay-fill", choices=("lazy", "upfront"), default="lazy",
                    help="kd.teacher_replay.fill of medistill_replay")
+    p.add_argument("--replay-store", choices=("targets", "maps"), default="targets",
+                   help="what medistill_replay stores (ResolutionKD.use_targets or not)")
     p.add_argument("--venv", default="/tmp/bench-venv", help="venv with torchdistill (made "
                    "when missing)")
     p.add_argument("--no-create-venv", action="store_true", help="fail instead of creating it")
@@ -193,7 +197,8 @@ def main() -> None:
               "--batch-size", str(args.batch_size), "--threads", str(args.threads),
               "--limit", str(args.limit), "--teacher-factor", str(args.teacher_factor),
               "--student-factor", str(args.student_factor), "--draws", str(args.draws),
-              "--replay-fill", args.replay_fill, *(["--augment"] if args.augment else [])]
+              "--replay-fill", args.replay_fill, "--replay-store", args.replay_store,
+              *(["--augment"] if args.augment else [])]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
     script = str(Path(__file__).resolve())
     subprocess.run([*nice, str(python), script, "--worker", "prepare", *common], env=env,
@@ -403,6 +408,9 @@ def run_medistill(args, dataset, teacher, student, run_dir: Path, outputs: str) 
         key = fingerprint(method.teacher, [s.path for s in dataset.samples], **settings)
         method.teacher_cache = TeacherCache(len(dataset), key)
     elif outputs == "replay":  # kd.teacher_replay {draws, storage: memory, dtype: float16}
+        if args.replay_store == "targets":  # as the recipe: the pixel loss's targets if smaller
+            views = dataset[0]["views"]
+            settings["targets"] = method.use_targets(views["student"], views["teacher"])
         train_set = replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
                                    args.draws, None, "float16", args.batch_size,
                                    fill=args.replay_fill, **settings)

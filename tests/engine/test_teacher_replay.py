@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import random_image, write_png
 
 from medistill.config import TrainConfig
@@ -224,3 +226,53 @@ def test_replay_needs_augmentation_and_square_views_for_rotations(tmp_path) -> N
         augment_batch(x, p, torch.zeros(3), torch.ones(3))
     assert np.isfinite(augment_batch(x, {**p, "rot": torch.tensor([2, 0])}, torch.zeros(3),
                                      torch.ones(3)).numpy()).all()
+
+
+def test_stored_pixel_targets_step_exactly_as_the_teacher_map(tmp_path) -> None:
+    """``use_targets``: the replay stores the pixel loss's resized targets (two 2 x 2 maps
+    instead of the teacher's 4 x 4: half the values here, 1/8 for 112 -> 28 px) and the
+    replayed step equals the online step on the teacher's map bit for bit."""
+    src = source(tmp_path, BOTH)
+    torch.manual_seed(0)
+    method = ResolutionKD(create_model("small_resnet", 2, input_size=32),
+                          create_model("small_resnet", 2, input_size=16))
+    online_method = copy.deepcopy(method)
+    views = src[0]["views"]
+    key = method.use_targets(views["student"], views["teacher"])
+    assert key == {"size": (2, 2), "resize": ["maxpool", "bicubic"]}
+    replay = TeacherReplay(BOTH, len(src), 4, src.seed, "k", dtype="float32")
+    replay.fill(method.teacher_forward, src, "teacher", batch_size=4)
+    idx = torch.tensor([7, 0, 3, 9, 4, 1])
+    draws = replay.draws(2)[idx]
+    batch = _online_batch(src, replay, idx, draws)
+    t_map = online_method.teacher_forward(batch["views"]["teacher"])["features"]
+    assert t_map.shape[-2:] == (4, 4)  # the resize is not the identity
+    stored = replay.outputs(idx, draws)
+    c = t_map.shape[1]
+    assert {k: tuple(v.shape) for k, v in stored.items()} == {
+        "logits": (6, 2), "target_maxpool": (6, c, 2, 2), "target_bicubic": (6, c, 2, 2)}
+    assert torch.equal(stored["target_maxpool"], F.adaptive_max_pool2d(t_map, 2))
+    online, online_grads = _step(online_method, batch)
+    served = TensorViewDataset(src, replay)
+    served.set_epoch(2)
+    replayed, replayed_grads = _step(method, served.__getitems__(idx.tolist()))
+    assert online.keys() == replayed.keys() and online["pixel"] > 0
+    for k in online:
+        assert torch.equal(online[k], replayed[k]), k
+    for a, b in zip(online_grads, replayed_grads, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_teacher_map_is_stored_when_smaller_and_no_map_without_the_pixel_term(
+        tmp_path) -> None:
+    src = source(tmp_path, BOTH, n=4)
+    views = src[0]["views"]
+    method = kd_method()  # teacher map 1 x 1 at 32 px, student map 2 x 2 at 16 px
+    assert method.use_targets(views["student"], views["teacher"])["size"] is None
+    assert set(method.teacher_forward(views["teacher"][None])) == {"features", "logits"}
+    torch.manual_seed(0)
+    no_pixel = ResolutionKD(create_model("small_resnet", 2),
+                            create_model("small_resnet", 2, input_size=16), pixel_weight=0.0)
+    assert no_pixel.use_targets(views["student"], views["teacher"]) == {"size": (2, 2),
+                                                                          "resize": []}
+    assert set(no_pixel.teacher_forward(views["teacher"][None])) == {"logits"}

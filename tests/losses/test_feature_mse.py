@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medistill.losses import ResizedFeatureMSE, resize_map
 
@@ -127,3 +128,29 @@ def test_student_gradient_matches_hand_formula() -> None:
     student = _map([[1.0]]).requires_grad_(True)
     ResizedFeatureMSE()(student, _map([[1.0, 2.0], [3.0, 6.0]])).backward()
     assert student.grad.item() == pytest.approx(-7.0)
+
+
+def test_precomputed_targets_give_the_same_loss_and_gradient() -> None:
+    """``targets`` (what a teacher replay stores): the same loss and student gradient as
+    resizing the teacher map in the step, bit for bit."""
+    torch.manual_seed(0)
+    teacher = torch.randn(3, 4, 4, 4)
+    s1 = torch.randn(3, 4, 2, 2, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_(True)
+    loss = ResizedFeatureMSE()
+    targets = loss.targets(teacher, (2, 2))
+    assert [tuple(t.shape) for t in targets] == [(3, 4, 2, 2)] * 2
+    assert torch.equal(targets[0], F.adaptive_max_pool2d(teacher, 2))
+    a, b = loss(s1, teacher), loss(s2, targets)
+    a.backward()
+    b.backward()
+    assert torch.equal(a, b) and torch.equal(s1.grad, s2.grad)
+
+
+def test_targets_must_be_one_per_method_of_the_student_shape() -> None:
+    loss = ResizedFeatureMSE()
+    student = torch.zeros(2, 4, 2, 2)
+    with pytest.raises(ValueError, match="one per method"):
+        loss(student, [torch.zeros(2, 4, 2, 2)])
+    with pytest.raises(ValueError, match="of the student map's shape"):
+        loss(student, [torch.zeros(2, 4, 1, 1)] * 2)

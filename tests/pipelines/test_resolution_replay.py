@@ -78,7 +78,8 @@ def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch, fill) 
         seen.append(self.train_set), fit(self, resume))[1])
     meta = pipe._meta(pipe.r.student, 8)
     assert cfg.epochs == 1
-    pipe._train("a/kd", _kd(), PAIR, subset, cfg, meta)
+    kd = _kd()
+    pipe._train("a/kd", kd, PAIR, subset, cfg, meta)
     first = sum(calls)
     # upfront: 2 draws per image, none while training; lazy: one draw per image (one step
     # of 12 rows, 3 teacher chunks of 4)
@@ -92,6 +93,8 @@ def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch, fill) 
         assert stored == N_IMAGES and sum(calls) == first == replay.teacher_rows
     assert all(isinstance(s, TensorViewDataset) and s.replay is not None for s in seen)
     assert seen[0].replay is seen[1].replay
+    # the teacher's map is stored here: not larger than two student-sized targets
+    assert kd.target_size is None and sorted(replay.cache.arrays) == ["features", "logits"]
     assert [p.name for p in (tmp_path / "teacher_replay").iterdir()] == [seen[0].replay.cache.key]
     assert (tmp_path / "a/kd/log.csv").is_file() and (tmp_path / "b/kd/best.pt").is_file()
 

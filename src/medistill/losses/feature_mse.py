@@ -47,14 +47,33 @@ class ResizedFeatureMSE(nn.Module):
                 raise ValueError(f"unknown resize method {method!r}; choose from {RESIZERS}")
         self.resize = tuple(resize)
 
-    def forward(self, student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
-        if student_map.shape[:2] != teacher_map.shape[:2]:
-            raise ValueError(
-                f"student map {tuple(student_map.shape)} and teacher map "
-                f"{tuple(teacher_map.shape)} differ in batch or channels; project the student "
-                "map to the teacher's channels first"
-            )
-        size = tuple(student_map.shape[-2:])
+    def targets(self, teacher_map: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
+        """``g_k(F_t)`` at the student map's ``size``, one per method in ``resize``: what
+        :meth:`forward` compares the student map with. A teacher replay may store these instead
+        of ``F_t`` (smaller when the student's map is, and no resize per step)."""
         teacher_map = teacher_map.detach()
-        terms = [F.mse_loss(student_map, resize_map(teacher_map, size, m)) for m in self.resize]
+        return [resize_map(teacher_map, tuple(size), m) for m in self.resize]
+
+    def forward(self, student_map: torch.Tensor,
+                teacher_map: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """``teacher_map``: ``F_t``, or its resized targets (:meth:`targets`) at the student
+        map's size."""
+        if isinstance(teacher_map, torch.Tensor):
+            if student_map.shape[:2] != teacher_map.shape[:2]:
+                raise ValueError(
+                    f"student map {tuple(student_map.shape)} and teacher map "
+                    f"{tuple(teacher_map.shape)} differ in batch or channels; project the "
+                    "student map to the teacher's channels first"
+                )
+            targets = self.targets(teacher_map, tuple(student_map.shape[-2:]))
+        else:
+            targets = [t.detach() for t in teacher_map]
+            if len(targets) != len(self.resize) or any(
+                    t.shape != student_map.shape for t in targets):
+                raise ValueError(
+                    f"{len(targets)} teacher targets of shapes "
+                    f"{[tuple(t.shape) for t in targets]} for student map "
+                    f"{tuple(student_map.shape)} and resize {list(self.resize)}: one per "
+                    "method, of the student map's shape")
+        terms = [F.mse_loss(student_map, t) for t in targets]
         return torch.stack(terms).mean()

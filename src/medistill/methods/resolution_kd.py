@@ -19,12 +19,16 @@ when the teacher's view is not augmented), the teacher runs once per sample, not
 With augmentation, a :class:`~medistill.engine.teacher_cache.TeacherReplay` stores its outputs
 for K augmentation draws per sample and the batches carry the stored outputs of the draw their
 student view was augmented with (``batch["teacher_outputs"]``); filled lazily, the step runs
-the teacher on the rows not stored yet (``batch["teacher_missing"]``).
+the teacher on the rows not stored yet (``batch["teacher_missing"]``). A replay stores the
+pixel loss's targets (the teacher map already resized to the student map's size, one per
+resize method: :meth:`ResolutionKD.use_targets`) rather than the teacher's map: 2 x 256 x 1 x 1
+instead of 256 x 4 x 4 values per draw for a 112 px teacher and a 28 px student.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,19 +74,53 @@ class ResolutionKD(Method):
         self.views = (teacher_view, student_view)
         self.weights = (soft_weight, pixel_weight, label_weight)
         self.teacher_cache = None
+        self.target_size: tuple[int, int] | None = None
+
+    @torch.no_grad()
+    def use_targets(self, student_input: torch.Tensor,
+                    teacher_input: torch.Tensor) -> dict[str, Any]:
+        """Make :meth:`teacher_forward` return the pixel loss's targets at the student map's
+        size (:meth:`ResizedFeatureMSE.targets`, one map per resize method; none when
+        ``pixel_weight`` is 0) instead of the teacher's final map, when they are smaller: what
+        a teacher replay then stores. The sizes come from one forward of each model on one view
+        (``student_input``, ``teacher_input``: (C, H, W) or a batch). Returns what the stored
+        outputs depend on (target size or None, resize methods), for the replay's fingerprint.
+        The loss is the same bit for bit (the same resize, done before instead of in the step);
+        with float16 storage the targets are rounded instead of the map."""
+
+        def map_size(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+            training = model.training
+            model.eval()
+            out = model(x[None] if x.dim() == 3 else x[:1])[0]
+            model.train(training)
+            return tuple(out.shape[-2:])
+
+        (sh, sw), (th, tw) = map_size(self.student, student_input), map_size(self.teacher,
+                                                                             teacher_input)
+        methods = list(self.pixel.resize) if self.weights[1] else []
+        self.target_size = (sh, sw) if len(methods) * sh * sw < th * tw else None
+        return {"size": self.target_size, "resize": methods}
 
     @torch.no_grad()
     def teacher_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The frozen teacher on its view: ``{"features": final map, "logits": logits}`` (what
-        the caches store)."""
+        the caches store), or after :meth:`use_targets` ``{"logits", "target_<resize>"...}``."""
         t_map, t_logits = self.teacher(x)
-        return {"features": t_map, "logits": t_logits}
+        if self.target_size is None:
+            return {"features": t_map, "logits": t_logits}
+        out = {"logits": t_logits}
+        if self.weights[1]:
+            targets = self.pixel.targets(t_map, self.target_size)
+            out.update(zip([f"target_{m}" for m in self.pixel.resize], targets, strict=True))
+        return out
 
-    def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen teacher's (final map, logits): replayed when the batch carries them
-        (``teacher_outputs``, see :class:`~medistill.engine.teacher_cache.TeacherReplay`; rows
-        marked ``teacher_missing`` are computed by ``teacher_store`` with the teacher on the
-        batch's teacher view of those rows), from the cache when there is one, else computed."""
+    def teacher_outputs(self, batch: dict) -> tuple[torch.Tensor | list[torch.Tensor],
+                                                    torch.Tensor]:
+        """The frozen teacher's (final map or its pixel-loss targets, logits): replayed when the
+        batch carries them (``teacher_outputs``, see
+        :class:`~medistill.engine.teacher_cache.TeacherReplay`; rows marked ``teacher_missing``
+        are computed by ``teacher_store`` with the teacher on the batch's teacher view of those
+        rows), from the cache when there is one, else computed."""
         out = batch.get("teacher_outputs")
         missing = batch.get("teacher_missing")
         if missing is not None:  # a lazily filled replay: the teacher on the rows not stored
@@ -93,7 +131,10 @@ class ResolutionKD(Method):
             cache = self.teacher_cache
             out = (self.teacher_forward(x) if cache is None
                    else cache.get_or_compute(batch["index"], lambda: self.teacher_forward(x)))
-        return out["features"], out["logits"]
+        if "features" in out:
+            return out["features"], out["logits"]
+        targets = [out[f"target_{m}"] for m in self.pixel.resize] if self.weights[1] else []
+        return targets, out["logits"]
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         student_view = self.views[1]

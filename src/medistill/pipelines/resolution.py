@@ -221,12 +221,16 @@ class ResolutionPipeline(Pipeline):
             # the upfront fill on the CPU in float32
             lazy = replay.fill == "lazy" and not (replay.storage == "disk" and is_distributed())
             computed = (resolve_device(cfg.device).type, cfg.amp) if lazy else ("cpu", "none")
+            # it stores the pixel loss's targets at the student map's size when smaller than
+            # the teacher's map
+            targets = method.use_targets(*(train_set[0]["views"][v] for v in ("student",
+                                                                               "teacher")))
             train_set = replay_dataset(  # the previous run's replay is reused if it fits
                 method.teacher, method.teacher_forward, train_set, "teacher", replay.draws,
                 self.out / "teacher_replay" if replay.storage == "disk" else None,
                 replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None), replay.fill,
                 view=views["teacher"], normalization=self.norm,
-                image_size=self.r.data.image_size, computed_on=computed)
+                image_size=self.r.data.image_size, computed_on=computed, targets=targets)
             self._last_replay = train_set.replay
         return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
 
