@@ -190,6 +190,23 @@ def _ci(d: dict[str, float]) -> str:
     return f"{100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
 
 
+def _wall(out: Path, seed: int) -> str:
+    """``seed``'s wall (CPU) seconds from its ``wall_time.json``, or "–"."""
+    wt = out / f"seed{seed}" / "wall_time.json"
+    if not wt.is_file():
+        return "–"
+    w = json.loads(wt.read_text())
+    return f"{w['wall_s']:.0f} ({w['cpu_s']:.0f})"
+
+
+def _seed_row(seed: int, roles: dict[str, dict[str, Any]], accuracy_of: tuple[str, ...],
+              cis: list[dict[str, float]], shares: str, wall: str) -> str:
+    """One per-seed table row: the test accuracy of each role in ``accuracy_of``, the paired
+    differences ``cis`` (value [95% CI], points), the gradient shares and the time."""
+    acc = [f"{100 * roles[k]['metrics']['accuracy']['value']:.1f}" for k in accuracy_of]
+    return "| " + " | ".join([str(seed), *acc, *map(_ci, cis), shares, wall]) + " |"
+
+
 def _ms(values: list[float]) -> str:
     sd = f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else ""
     return f"{100 * statistics.mean(values):+.1f}{sd}"
@@ -240,15 +257,9 @@ def summarize_aux(args: argparse.Namespace) -> str:
         (vb,), _ = compare_runs(list(roles.values()), len(CLASSES), models=("kd_aux",))
         (vk,), _ = compare_runs(list(roles.values()), len(CLASSES), models=("kd_aux",),
                                 reference="kd")
-        wt = args.out / f"seed{seed}" / "wall_time.json"
-        w = json.loads(wt.read_text()) if wt.is_file() else None
-        acc = " | ".join(f"{100 * roles[k]['metrics']['accuracy']['value']:.1f}"
-                         for k in ("baseline", "kd", "kd_aux"))
-        lines.append(f"| {seed} | {acc} | {_ci(vb['metrics']['accuracy'])} | "
-                     f"{_ci(vb['metrics']['macro_f1'])} | {_ci(vk['metrics']['accuracy'])} | "
-                     f"{_ci(vk['metrics']['macro_f1'])} | "
-                     f"{_shares(args.out, seed, 'kd_aux_distill')} | "
-                     + (f"{w['wall_s']:.0f} ({w['cpu_s']:.0f})" if w else "–") + " |")
+        cis = [v["metrics"][m] for v in (vb, vk) for m in ("accuracy", "macro_f1")]
+        lines.append(_seed_row(seed, roles, ("baseline", "kd", "kd_aux"), cis,
+                               _shares(args.out, seed, "kd_aux_distill"), _wall(args.out, seed)))
     if not runs:
         return "no finished KD+aux seed"
     _, (sb,) = compare_runs(runs, len(CLASSES), models=("kd_aux",))
@@ -274,15 +285,9 @@ def summarize(args: argparse.Namespace) -> str:
                               ("accuracy",), 10_000, 0)["metrics"]["accuracy"]
         gap.append(tb["value"])
         (kd,), _ = compare_runs(list(roles.values()), len(CLASSES), models=("kd",))
-        shares = _shares(base, seed, "kd")
-        wt = base / f"seed{seed}" / "wall_time.json"
-        w = json.loads(wt.read_text()) if wt.is_file() else None
-        acc = {k: f"{100 * roles[k]['metrics']['accuracy']['value']:.1f}"
-               for k in ("teacher", "baseline", "kd")}
-        lines.append(f"| {seed} | {acc['teacher']} | {acc['baseline']} | {acc['kd']} | "
-                     f"{_ci(tb)} | {_ci(kd['metrics']['accuracy'])} | "
-                     f"{_ci(kd['metrics']['macro_f1'])} | {shares} | "
-                     + (f"{w['wall_s']:.0f} ({w['cpu_s']:.0f})" if w else "–") + " |")
+        cis = [tb, kd["metrics"]["accuracy"], kd["metrics"]["macro_f1"]]
+        lines.append(_seed_row(seed, roles, ("teacher", "baseline", "kd"), cis,
+                               _shares(base, seed, "kd"), _wall(base, seed)))
     if not gap:
         return "no finished seed"
     _, (summary,) = compare_runs(all_runs, len(CLASSES), models=("kd",))

@@ -1,8 +1,12 @@
-"""Shared checks of the teacher-replay tests: a counting teacher, one exact training step."""
+"""Shared checks of the teacher-replay tests: a counting teacher, one exact training step,
+the online and replayed batches of the same draws."""
 
 from __future__ import annotations
 
 import torch
+from torch.utils.data import default_collate
+
+from medistill.data.seg_replay import seg_params
 
 
 class Counted:
@@ -44,3 +48,35 @@ def assert_same_step(a: tuple[dict, list], b: tuple[dict, list]) -> None:
     assert len(params_a) == len(params_b) > 0
     for x, y in zip(params_a, params_b, strict=True):
         assert torch.equal(x, y)
+
+
+def online_and_replayed(served, epoch: int, idx: list[int]) -> tuple[dict, dict, dict]:
+    """The batch of samples ``idx`` in ``epoch`` made by the plain dataset with the draws the
+    replay ``served`` (a ``SegReplayDataset``) picks (no teacher outputs: the online step runs
+    the teacher), the same batch as the replay serves it (the stored teacher outputs of each
+    sample's draw), and those draws' augmentation parameters. Every other key agrees."""
+    t = torch.tensor(idx)
+    params = served.replay.params_at(t, served.replay.draws(epoch)[t])
+    online = default_collate([served.source.augmented(i, seg_params(params, j))
+                              for j, i in enumerate(idx)])
+    replayed = default_collate([served[i] for i in idx])
+    assert "teacher_outputs" not in online and "teacher_outputs" in replayed
+    assert online.keys() == replayed.keys() - {"teacher_outputs"}
+    for key, value in online.items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, replayed[key]), key
+    return online, replayed, params
+
+
+def assert_replayed_step_is_online(online_kd: torch.nn.Module, replay_kd: torch.nn.Module,
+                                   online_batch: dict, replayed_batch: dict, counted: Counted
+                                   ) -> tuple[tuple[dict, list], tuple[dict, list]]:
+    """One :func:`sgd_step` of each (two copies of the same method): the online one runs the
+    teacher once per image, the replayed one not at all, and they are equal bit for bit."""
+    seen, n = counted.images, len(online_batch["image"])
+    online = sgd_step(online_kd, online_batch)
+    assert counted.images == seen + n
+    replayed = sgd_step(replay_kd, replayed_batch)
+    assert counted.images == seen + n  # no teacher forward when replayed
+    assert_same_step(online, replayed)
+    return online, replayed

@@ -18,6 +18,14 @@ from .test_teacher_replay import BOTH, Forward, _online_batch, kd_method, source
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def _lazy(src, dtype: str) -> tuple[TeacherReplay, TensorViewDataset]:
+    """An empty replay of 2 draws, filled lazily by the steps on the served batches (epoch 1)."""
+    replay = TeacherReplay(BOTH, len(src), 2, src.seed, "k", dtype=dtype)
+    served = TensorViewDataset(src, replay, keep_teacher_view=True)
+    served.set_epoch(1)
+    return replay, served
+
+
 def _sgd_step(method, batch: dict) -> tuple[dict, list[torch.Tensor]]:
     """One optimizer step: the loss terms and the updated student parameters."""
     opt = torch.optim.SGD(method.student.parameters(), lr=0.1)
@@ -33,9 +41,7 @@ def _sgd_step(method, batch: dict) -> tuple[dict, list[torch.Tensor]]:
 def test_a_partly_stored_batch_steps_exactly_as_online(tmp_path, dtype) -> None:
     src = source(tmp_path, BOTH)
     method = kd_method()
-    replay = TeacherReplay(BOTH, len(src), 2, src.seed, "k", dtype=dtype)
-    served = TensorViewDataset(src, replay, keep_teacher_view=True)
-    served.set_epoch(1)
+    replay, served = _lazy(src, dtype)
     method.teacher_forward = counted = Forward(method)
     first = served.__getitems__([0, 1, 2])  # nothing stored: every row missing
     assert "teacher_outputs" not in first and first["teacher_missing"].all()
@@ -74,9 +80,7 @@ def test_the_teacher_runs_on_fixed_size_chunks(tmp_path) -> None:
     padded with its last row; one shape also keeps the allocator's heap from fragmenting),
     and the outputs are the online step's bit for bit."""
     src, method = source(tmp_path, BOTH, n=8), kd_method()
-    replay = TeacherReplay(BOTH, len(src), 2, src.seed, "k", dtype="float32")
-    served = TensorViewDataset(src, replay, keep_teacher_view=True)
-    served.set_epoch(1)
+    replay, served = _lazy(src, "float32")
     shapes = []
     forward = method.teacher_forward
     method.teacher_forward = lambda x: (shapes.append(len(x)), forward(x))[1]

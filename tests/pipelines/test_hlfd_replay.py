@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from replay_fixtures import Counted
+from replay_fixtures import Counted, assert_replayed_step_is_online, online_and_replayed
 from seg_fixtures import write_seg_dataset
-from torch.utils.data import default_collate
 
-from medistill.data.seg_replay import SegReplayDataset, seg_params
+from medistill.data.seg_replay import SegReplayDataset
 from medistill.engine.trainer import Trainer
 from medistill.errors import RecipeError
 from medistill.methods import SegmentationKD
@@ -40,20 +39,12 @@ def _kd(pipe: SegmentationPipeline, terms=PRESETS["hlfd"]) -> SegmentationKD:
     return SegmentationKD(pipe._model(r.teacher, 0), pipe._model(r.student, 1), terms)
 
 
-def _step(method: SegmentationKD, batch: dict):
-    method.train()
-    method.zero_grad(set_to_none=True)
-    out = method.training_step(batch)
-    out["loss"].backward()
-    grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
-    return {k: v.detach().clone() for k, v in out.items()}, grads
-
-
 def test_a_replayed_hlfd_step_equals_the_online_step_bit_for_bit(root, tmp_path,
                                                                   monkeypatch) -> None:
     pipe = _pipeline(root, tmp_path, REPLAY)
     cfg = pipe.r.stage_train("hlfd", 0)
-    method, counted = _kd(pipe), Counted(monkeypatch, SegmentationKD)
+    online_kd, method = _kd(pipe), _kd(pipe)
+    counted = Counted(monkeypatch, SegmentationKD)
     served = pipe._replay_set(method, pipe._dataset(pipe.train_items, True, cfg.seed),
                               pipe.r.kd.teacher_replay, cfg)
     assert isinstance(served, SegReplayDataset) and served.replay.filled
@@ -61,28 +52,13 @@ def test_a_replayed_hlfd_step_equals_the_online_step_bit_for_bit(root, tmp_path,
     stored = served.replay.outputs(torch.tensor([0]), torch.tensor([0]))
     assert set(stored) == set(method.teacher_taps()) and "logits" in stored
     served.set_epoch(1)
-    idx = [3, 0, 5, 1]  # another composition than the fill's batches (0-3, 4-5)
-    draws = served.replay.draws(1)[torch.tensor(idx)]
-    params = served.replay.params_at(torch.tensor(idx), draws)
+    # another composition than the fill's batches (0-3, 4-5)
+    online_batch, replayed_batch, params = online_and_replayed(served, 1, [3, 0, 5, 1])
     assert params["rot"].any() and (params["angle"] != 0).all() and (params["crop"] < 1).all()
-    replayed_batch = default_collate([served[i] for i in idx])
-    # the online step: the same draws made by the plain dataset, the teacher run on them
-    online_items = [served.source.augmented(i, seg_params(params, j)) for j, i in enumerate(idx)]
-    online_batch = default_collate(online_items)
-    assert "teacher_outputs" not in online_batch
-    assert torch.equal(online_batch["image"], replayed_batch["image"])
-    assert torch.equal(online_batch["mask"], replayed_batch["mask"])
-    online, online_grads = _step(method, online_batch)
-    assert counted.images == 3 * N_IMAGES + len(idx)
-    replayed, replayed_grads = _step(method, replayed_batch)
-    assert counted.images == 3 * N_IMAGES + len(idx)  # no teacher forward when replayed
-    assert online.keys() == replayed.keys() and {"ufd", "ifd", "upd", "ipd"} <= set(online)
-    for k in online:
-        assert torch.equal(online[k], replayed[k]), k
-    assert len(online_grads) == len(replayed_grads) > 0
-    for a, b in zip(online_grads, replayed_grads, strict=True):
-        assert torch.equal(a, b)
-
+    assert "mask" in online_batch
+    online, _ = assert_replayed_step_is_online(online_kd, method, online_batch, replayed_batch,
+                                               counted)
+    assert {"ufd", "ifd", "upd", "ipd"} <= set(online[0])
 
 def test_replay_fills_once_and_trains_without_the_teacher(root, tmp_path, monkeypatch) -> None:
     pipe = _pipeline(root, tmp_path, "kd.teacher_replay={draws: 2, storage: disk}")
