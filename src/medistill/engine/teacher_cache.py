@@ -166,6 +166,13 @@ class TeacherCache:
                 return
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def allocate(self, outputs: Mapping[str, torch.Tensor]) -> None:
+        """Make the (empty) arrays for outputs like ``outputs`` (one or more example rows),
+        storing nothing: a disk cache filled by several processes exists before any of them
+        writes a row (see :func:`replay_dataset`)."""
+        if not self.arrays:
+            self._allocate(outputs)
+
     def _allocate(self, outputs: Mapping[str, torch.Tensor]) -> None:
         shapes = {name: (self.size, *t.shape[1:]) for name, t in outputs.items()}
         if self.dir is None:
@@ -443,10 +450,12 @@ def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping
     ``view_name`` and each batch carries it for the (sample, draw) pairs not stored yet, which
     the training step runs the teacher on and stores (:meth:`TeacherReplay.serve`); the
     teacher's view is dropped once every pair is stored. ``fill="upfront"``: ``forward`` (the
-    teacher on ``view_name``) fills every pair now. Under DDP a disk replay is always filled
-    upfront, by each node's local rank 0 (:func:`shared_per_node`: ranks filling different
-    rows of one shared file lazily would race on its creation); a memory replay is filled
-    lazily per process.
+    teacher on ``view_name``) fills every pair now. Under DDP a disk replay is one per node
+    (:func:`shared_per_node`): filled upfront by the node's local rank 0, or lazily by all its
+    ranks, each storing the pairs of its own shard into the one memory-mapped store, which
+    local rank 0 creates empty first (shapes from one teacher forward; creating it in every
+    rank would race) -- a pair drawn by another rank in an earlier epoch is replayed, not
+    recomputed. A memory replay is filled per process.
 
     ``settings`` (view, normalisation, image size) enter the :func:`fingerprint` with the
     draws, augmentation, seed and dtype; ``previous`` is reused when its fingerprint is the
@@ -459,7 +468,7 @@ def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping
         raise TrainingError(f"teacher replay fill must be 'lazy' or 'upfront', got {fill!r}")
     key = fingerprint(teacher, [s.path for s in source.samples], draws=draws,
                       augment=source.augment, seed=source.seed, dtype=dtype, **settings)
-    lazy = fill == "lazy" and not (directory is not None and is_distributed())
+    lazy = fill == "lazy"
 
     def build() -> TeacherReplay:
         return TeacherReplay(source.augment, len(source), draws, source.seed, key, directory,
@@ -468,12 +477,20 @@ def replay_dataset(teacher: nn.Module, forward: Callable[[torch.Tensor], Mapping
     def fill_all(rep: TeacherReplay) -> None:
         rep.fill(forward, source, view_name, batch_size)
 
+    def create(rep: TeacherReplay) -> None:
+        """The empty shared store, its shapes from one teacher forward (sample 0, draw 0)."""
+        zero = torch.zeros(1, dtype=torch.int64)
+        x = augment_batch(decode_views(source, [view_name], [0])[view_name],
+                          rep.params_at(zero, 0), source.mean, source.std)
+        rep.cache.allocate(forward(x))
+        rep.flush()
+
     if previous is not None and previous.cache.key == key:
         replay = previous
         if not lazy:
             fill_all(replay)  # nothing to do unless it was begun lazily
-    elif directory is not None and not lazy:  # DDP: filled once per node, read by its ranks
-        replay = shared_per_node(build, fill_all)
+    elif directory is not None and is_distributed():  # one store per node
+        replay = shared_per_node(build, create if lazy else fill_all)
     else:
         replay = build()
         if not lazy:

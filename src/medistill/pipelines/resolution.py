@@ -219,7 +219,7 @@ class ResolutionPipeline(Pipeline):
                 and not (self.out / name / "train_done.json").is_file()):
             # a lazy fill runs the teacher in the training step (its device and autocast);
             # the upfront fill on the CPU in float32
-            lazy = replay.fill == "lazy" and not (replay.storage == "disk" and is_distributed())
+            lazy = replay.fill == "lazy"
             computed = (resolve_device(cfg.device).type, cfg.amp) if lazy else ("cpu", "none")
             # it stores the pixel loss's targets at the student map's size when smaller than
             # the teacher's map
