@@ -106,3 +106,27 @@ def test_replay_needs_augmentation_and_no_plain_cache() -> None:
         tiny_recipe("kd.teacher_replay={draws: 4}", "kd.cache_teacher=memory")
     with pytest.raises(RecipeError, match="draws"):
         tiny_recipe("kd.teacher_replay={draws: 0}")
+
+
+@pytest.mark.parametrize("factors", ["[4]", "[2, 4]"])
+def test_the_replay_stores_pixel_targets_only_when_every_factor_shares_them(tmp_path,
+                                                                            factors) -> None:
+    """One student factor (14 px: a 2 x 2 student map): the two 2 x 2 targets, smaller than
+    the 56 px teacher's 4 x 4 map; with a 28 px factor too (its 4 x 4 map: no smaller targets)
+    the teacher's map is stored, so that one replay serves both factors' runs."""
+    pipe = ResolutionPipeline(tiny_recipe(f"student_factors={factors}"), tmp_path)
+    pipe._load_data()
+    torch.manual_seed(0)
+    kd = ResolutionKD(create_model("small_resnet", 4, input_size=56),
+                      create_model("small_resnet", 4, input_size=16))
+    views = {"teacher": ResolutionView(4), "student": ResolutionView(16)}  # 56 / 14 px
+    key = pipe._replay_targets(kd, pipe.train_samples, views)
+    x = make_dataset(pipe.train_samples, views, pipe.r.data, pipe.norm)[0]["views"]["teacher"]
+    stored = kd.teacher_forward(x[None])
+    if factors == "[4]":
+        assert key == {"size": (2, 2), "resize": ["maxpool", "bicubic"]}
+        assert set(stored) == {"logits", "target_maxpool", "target_bicubic"}
+        assert stored["target_maxpool"].shape[-2:] == (2, 2)
+    else:
+        assert key["size"] is None and kd.target_size is None
+        assert set(stored) == {"features", "logits"} and stored["features"].shape[-2:] == (4, 4)

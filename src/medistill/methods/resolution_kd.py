@@ -19,10 +19,11 @@ when the teacher's view is not augmented), the teacher runs once per sample, not
 With augmentation, a :class:`~medistill.engine.teacher_cache.TeacherReplay` stores its outputs
 for K augmentation draws per sample and the batches carry the stored outputs of the draw their
 student view was augmented with (``batch["teacher_outputs"]``); filled lazily, the step runs
-the teacher on the rows not stored yet (``batch["teacher_missing"]``). A replay stores the
-pixel loss's targets (the teacher map already resized to the student map's size, one per
-resize method: :meth:`ResolutionKD.use_targets`) rather than the teacher's map: 2 x 256 x 1 x 1
-instead of 256 x 4 x 4 values per draw for a 112 px teacher and a 28 px student.
+the teacher on the rows not stored yet (``batch["teacher_missing"]``). After
+:meth:`ResolutionKD.use_targets` a replay stores the pixel loss's targets (the teacher map
+already resized to the student map's size, one per resize method) rather than the teacher's
+map where they are smaller: 2 x 256 x 1 x 1 instead of 256 x 4 x 4 values per draw for a 112 px
+teacher and a 28 px student.
 """
 
 from __future__ import annotations

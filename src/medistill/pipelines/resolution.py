@@ -221,10 +221,7 @@ class ResolutionPipeline(Pipeline):
             # the upfront fill on the CPU in float32
             lazy = replay.fill == "lazy"
             computed = (resolve_device(cfg.device).type, cfg.amp) if lazy else ("cpu", "none")
-            # it stores the pixel loss's targets at the student map's size when smaller than
-            # the teacher's map
-            targets = method.use_targets(*(train_set[0]["views"][v] for v in ("student",
-                                                                               "teacher")))
+            targets = self._replay_targets(method, samples, views)
             train_set = replay_dataset(  # the previous run's replay is reused if it fits
                 method.teacher, method.teacher_forward, train_set, "teacher", replay.draws,
                 self.out / "teacher_replay" if replay.storage == "disk" else None,
@@ -233,6 +230,26 @@ class ResolutionPipeline(Pipeline):
                 image_size=self.r.data.image_size, computed_on=computed, targets=targets)
             self._last_replay = train_set.replay
         return self.fit(name, method, train_set, val_set, cfg, meta, len(self.classes))
+
+    def _replay_targets(self, method: ResolutionKD, samples: SampleList,
+                        views: dict[str, ResolutionView]) -> dict[str, Any]:
+        """What a teacher replay stores (returned for its fingerprint): the pixel loss's targets
+        at the student map's size (:meth:`ResolutionKD.use_targets`) when smaller than the
+        teacher's map and the same for every student factor of the recipe, so that one replay
+        still serves every factor's KD run of a seed; otherwise the teacher's map."""
+        r, first = self.r, SampleList(samples.samples[:1], samples.classes)
+
+        def key(student: ResolutionView) -> dict[str, Any]:
+            x = make_dataset(first, {**views, "student": student}, r.data, self.norm)[0]
+            return method.use_targets(x["views"]["student"], x["views"]["teacher"])
+
+        others = [key(ResolutionView(r.teacher_factor * rel, upsample=r.upsample_student))
+                  for rel in r.student_factors]
+        mine = key(views["student"])
+        if any(k != mine for k in others):
+            method.target_size = None
+            return {**mine, "size": None}
+        return mine
 
     def _teacher_cache(self, method: ResolutionKD, samples: SampleList, view: ResolutionView,
                        train_set: Any, cfg: TrainConfig) -> TeacherCache:
