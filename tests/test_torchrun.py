@@ -1,0 +1,148 @@
+"""The real ``torchrun`` entry point (``torchrun ... -m medistill.cli run recipe.yaml``, as the
+README documents), on one node and on two simulated nodes.
+
+The engine's own 2-process tests (``test_distributed_recipes.py``) start the processes with
+:func:`~medistill.engine.distributed.launch`; here ``python -m torch.distributed.run`` (what
+``torchrun`` is) starts them from its environment (``RANK``, ``LOCAL_RANK``, ``GROUP_RANK``,
+``LOCAL_WORLD_SIZE``, the rendezvous), the CLI joins the group (``init_from_env``), and the
+trained runs are compared with a 1-process run in this process, with the same tiny recipes and
+tolerance (``ATOL`` = 2e-4; why that value: ``test_distributed_recipes.py``).
+
+Several nodes are simulated on this one machine by two torchrun agents on localhost that meet
+at a c10d rendezvous (``--nnodes 2 --nproc-per-node 1 --rdzv-backend c10d``), each agent a
+"node" with one process: ``node_index()`` (``GROUP_RANK``) gives each its own disk teacher
+cache ``teacher_cache/node<k>/``, filled by the node's local rank 0 (its only process) and
+read by it; rank 0 (node 0) evaluates and reports, rank 1 is local rank 0 of node 1 and does
+neither. The two "nodes" share the output folder, as they must on a real cluster (the other
+ranks load rank 0's checkpoints, e.g. the trained teacher). Each test runs 20-60 s (processes
+that import torch, on a loaded 2-core machine), hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from instance_fixtures import write_instance_dataset
+from test_distributed_recipes import (
+    COMMON,
+    GRAPH_RELATION,
+    RESOLUTION_DISK_CACHE,
+    ROOT,
+    assert_same_training,
+    recipe_path,
+    run_single,
+)
+
+from medistill.engine.distributed import _free_port
+from medistill.pipelines import demo_data_root
+
+#: seconds an agent (its workers included) may take before it is killed and the test fails
+TIMEOUT = 300
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+def _tail(text: str, chars: int = 3000) -> str:
+    return text[-chars:] if len(text) > chars else text
+
+
+def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Path,
+             cwd: Path) -> list[str]:
+    """Start one ``python -m torch.distributed.run <agent args> -m medistill.cli run`` per
+    entry of ``agents`` at once (this worktree's ``src`` first on the path), wait for all and
+    return their stdouts. A failing or hanging agent fails the test with its stderr tail; the
+    others (and every worker) are then killed, never left behind."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                       os.environ.get("PYTHONPATH")]))}
+    cli = ["-m", "medistill.cli", "run", str(recipe_path(recipe)), "--out", str(out),
+           "--no-progress", *[x for o in overrides for x in ("--set", o)]]
+    procs, logs = [], []
+    for k, args in enumerate(agents):
+        stdout, stderr = cwd / f"agent{k}.out", cwd / f"agent{k}.err"
+        with stdout.open("w") as o, stderr.open("w") as e:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", *args, *cli], stdout=o,
+                stderr=e, env=env, cwd=cwd, start_new_session=True))
+        logs.append((stdout, stderr))
+    deadline = time.monotonic() + TIMEOUT
+    failed: str | None = None
+    try:
+        while any(p.poll() is None for p in procs) and failed is None:
+            for k, p in enumerate(procs):
+                if p.returncode not in (None, 0):
+                    failed = f"agent {k} exited with {p.returncode}"
+            if failed is None and time.monotonic() > deadline:
+                failed = f"timed out after {TIMEOUT} s"
+            time.sleep(0.5)
+        for k, p in enumerate(procs):
+            if failed is None and p.returncode != 0:
+                failed = f"agent {k} exited with {p.returncode}"
+    finally:
+        for p in procs:  # each agent leads its own session: its workers go with it
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    if failed is not None:
+        tails = "\n".join(f"--- agent {k} {agents[k]} stderr:\n{_tail(err.read_text())}"
+                          for k, (_, err) in enumerate(logs))
+        pytest.fail(f"torchrun: {failed}\n{tails}")
+    return [out_.read_text() for out_, _ in logs]
+
+
+def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m medistill.cli run`` (static rendezvous on a free
+    port) on the graph-relation recipe: its trained runs (memory bank included) equal the
+    1-process run; rank 0 alone prints the results and the report line."""
+    root = write_instance_dataset(tmp_path / "data", {"train": 4, "val": 1, "test": 1})
+    recipe = "graph_relation_monuseg.yaml"
+    overrides = [*COMMON, f"data.root={root}", *GRAPH_RELATION]
+    run_single(recipe, overrides, tmp_path / "one")
+    agent = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+             "--master-port", str(_free_port())]
+    (stdout,) = torchrun([agent], recipe, overrides, tmp_path / "two", tmp_path)
+    largest = assert_same_training(tmp_path / "one", tmp_path / "two", expect=2)
+    print(f"torchrun 2 processes, graph_relation: largest difference {largest:.3g}")
+    assert stdout.count("report: ") == 1, stdout
+
+
+def test_torchrun_two_nodes_with_a_disk_teacher_cache_equal_one_process(tmp_path: Path
+                                                                         ) -> None:
+    """Two torchrun agents (2 nodes x 1 process, c10d rendezvous on localhost) on the
+    resolution recipe with ``kd.cache_teacher: disk``: one complete cache per node
+    (``node0/``, ``node1/``: the same teacher on the same images, bit-identical), none shared
+    or per rank; report and results written once, by rank 0 (one agent prints them, the
+    other nothing); the trained runs equal the 1-process run."""
+    recipe, overrides = "demo.yaml", [*COMMON, f"data.root={demo_data_root()}",
+                                      *RESOLUTION_DISK_CACHE]
+    run_single(recipe, overrides, tmp_path / "one")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    agents = [["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", endpoint, "--rdzv-id", "medistill-test"]] * 2
+    two = tmp_path / "two"
+    stdouts = torchrun(agents, recipe, overrides, two, tmp_path)
+    largest = assert_same_training(tmp_path / "one", two, expect=2)
+    print(f"torchrun 2 nodes x 1 process, resolution + disk cache: largest difference "
+          f"{largest:.3g}")
+
+    cache = two / "teacher_cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["node0", "node1"]
+    keys = [sorted(p.name for p in (cache / node).iterdir()) for node in ("node0", "node1")]
+    assert len(keys[0]) == 1 and keys[0] == keys[1], keys  # one fingerprint, on each node
+    folders = [cache / node / keys[0][0] for node in ("node0", "node1")]
+    for folder in folders:
+        assert np.load(folder / "filled.npy").all(), folder  # filled before training
+    names = sorted(p.name for p in folders[0].glob("*.npy"))
+    assert names == sorted(p.name for p in folders[1].glob("*.npy")) and len(names) > 1
+    for name in names:
+        assert np.array_equal(np.load(folders[0] / name), np.load(folders[1] / name)), name
+
+    assert sorted(s.count("report: ") for s in stdouts) == [0, 1], stdouts
+    assert (two / "run.log").read_text().count("finished in") == 1
