@@ -9,13 +9,15 @@ trained runs are compared with a 1-process run in this process, with the same ti
 tolerance (``ATOL`` = 2e-4; why that value: ``test_distributed_recipes.py``).
 
 Several nodes are simulated on this one machine by two torchrun agents on localhost that meet
-at a c10d rendezvous (``--nnodes 2 --nproc-per-node 1 --rdzv-backend c10d``), each agent a
-"node" with one process: ``node_index()`` (``GROUP_RANK``) gives each its own disk teacher
-cache ``teacher_cache/node<k>/``, filled by the node's local rank 0 (its only process) and
-read by it; rank 0 (node 0) evaluates and reports, rank 1 is local rank 0 of node 1 and does
-neither. The two "nodes" share the output folder, as they must on a real cluster (the other
-ranks load rank 0's checkpoints, e.g. the trained teacher). Each test runs 20-60 s (processes
-that import torch, on a loaded 2-core machine), hence ``slow``.
+at a c10d rendezvous (``--nnodes 2 --rdzv-backend c10d``), each agent a "node":
+``node_index()`` (``GROUP_RANK``) gives each node its own disk teacher cache / replay
+``<folder>/node<k>/``, filled by the node's local rank 0 while its other ranks wait, then read
+by all of them; rank 0 (on node 0) evaluates and reports, the first rank of node 1 is a local
+rank 0 that does neither. Two cases: the resolution recipe with ``kd.cache_teacher: disk`` on
+2 nodes x 1 process, the graph-relation recipe with a disk ``kd.teacher_replay`` on 2 nodes x
+2 processes. The "nodes" share the output folder, as they must on a real cluster (every rank
+loads rank 0's checkpoints, e.g. the trained teacher). 14-28 s per test on a loaded 2-core
+machine (processes that import torch), hence ``slow``.
 """
 
 from __future__ import annotations
@@ -49,16 +51,37 @@ TIMEOUT = 300
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-def _tail(text: str, chars: int = 3000) -> str:
+def _tail(text: str, chars: int = 4000) -> str:
     return text[-chars:] if len(text) > chars else text
+
+
+def _stop(agent: subprocess.Popen) -> None:
+    """End an agent and its workers (each worker leads a session of its own): SIGTERM,
+    which torchrun passes on to its workers, then SIGKILL for whatever is left."""
+    try:  # the workers, read before the agent goes (Linux)
+        kids = [int(x) for x in Path(f"/proc/{agent.pid}/task/{agent.pid}/children")
+                .read_text().split()]
+    except OSError:
+        kids = []
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(15)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in [agent.pid, *kids]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    agent.wait()
 
 
 def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Path,
              cwd: Path) -> list[str]:
     """Start one ``python -m torch.distributed.run <agent args> -m medistill.cli run`` per
     entry of ``agents`` at once (this worktree's ``src`` first on the path), wait for all and
-    return their stdouts. A failing or hanging agent fails the test with its stderr tail; the
-    others (and every worker) are then killed, never left behind."""
+    return their stdouts. A failing or hanging agent fails the test with the stderr tails;
+    the agents still running (and their workers) are then stopped, never left behind."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                        os.environ.get("PYTHONPATH")]))}
@@ -86,10 +109,9 @@ def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Pa
             if failed is None and p.returncode != 0:
                 failed = f"agent {k} exited with {p.returncode}"
     finally:
-        for p in procs:  # each agent leads its own session: its workers go with it
+        for p in procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                _stop(p)
     if failed is not None:
         tails = "\n".join(f"--- agent {k} {agents[k]} stderr:\n{_tail(err.read_text())}"
                           for k, (_, err) in enumerate(logs))
@@ -113,26 +135,45 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
     assert stdout.count("report: ") == 1, stdout
 
 
-def test_torchrun_two_nodes_with_a_disk_teacher_cache_equal_one_process(tmp_path: Path
-                                                                         ) -> None:
-    """Two torchrun agents (2 nodes x 1 process, c10d rendezvous on localhost) on the
-    resolution recipe with ``kd.cache_teacher: disk``: one complete cache per node
-    (``node0/``, ``node1/``: the same teacher on the same images, bit-identical), none shared
-    or per rank; report and results written once, by rank 0 (one agent prints them, the
-    other nothing); the trained runs equal the 1-process run."""
-    recipe, overrides = "demo.yaml", [*COMMON, f"data.root={demo_data_root()}",
-                                      *RESOLUTION_DISK_CACHE]
+def _disk_cache(tmp_path: Path) -> list[str]:
+    return [f"data.root={demo_data_root()}", *RESOLUTION_DISK_CACHE]
+
+
+def _disk_replay(tmp_path: Path) -> list[str]:
+    root = write_instance_dataset(tmp_path / "data", {"train": 4, "val": 1, "test": 1})
+    return [f"data.root={root}", *GRAPH_RELATION,
+            "kd.teacher_replay={draws: 2, storage: disk, dtype: float32}"]
+
+
+#: (recipe, its tiny overrides, the per-node folder under ``--out``, processes per node)
+NODES = {
+    "resolution-disk-cache-2x1": ("demo.yaml", _disk_cache, "teacher_cache", 1),
+    "graph_relation-disk-replay-2x2": ("graph_relation_monuseg.yaml", _disk_replay,
+                                       "teacher_replay", 2),
+}
+
+
+@pytest.mark.parametrize("case", list(NODES))
+def test_torchrun_two_nodes_equal_one_process(tmp_path: Path, case: str) -> None:
+    """Two torchrun agents (2 nodes, c10d rendezvous on localhost): the resolution recipe
+    with ``kd.cache_teacher: disk`` on 1 process per node, and the graph-relation recipe
+    with a disk ``kd.teacher_replay`` on 2 per node (local rank 1 of each node waits for
+    its local rank 0's fill, then reads it; rank 2 is local rank 0 of node 1). Each node
+    has one complete cache (``node0/``, ``node1/``: the same teacher on the same inputs,
+    bit-identical), none shared or per rank; report and results are written once, by rank 0
+    (one agent prints them, the other nothing); the trained runs equal the 1-process run."""
+    recipe, tiny, where, per_node = NODES[case]
+    overrides = [*COMMON, *tiny(tmp_path)]
     run_single(recipe, overrides, tmp_path / "one")
     endpoint = f"127.0.0.1:{_free_port()}"
-    agents = [["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+    agents = [["--nnodes", "2", "--nproc-per-node", str(per_node), "--rdzv-backend", "c10d",
                "--rdzv-endpoint", endpoint, "--rdzv-id", "medistill-test"]] * 2
     two = tmp_path / "two"
     stdouts = torchrun(agents, recipe, overrides, two, tmp_path)
     largest = assert_same_training(tmp_path / "one", two, expect=2)
-    print(f"torchrun 2 nodes x 1 process, resolution + disk cache: largest difference "
-          f"{largest:.3g}")
+    print(f"torchrun 2 nodes x {per_node}, {case}: largest difference {largest:.3g}")
 
-    cache = two / "teacher_cache"
+    cache = two / where
     assert sorted(p.name for p in cache.iterdir()) == ["node0", "node1"]
     keys = [sorted(p.name for p in (cache / node).iterdir()) for node in ("node0", "node1")]
     assert len(keys[0]) == 1 and keys[0] == keys[1], keys  # one fingerprint, on each node
