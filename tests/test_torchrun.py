@@ -76,20 +76,25 @@ def _stop(agent: subprocess.Popen) -> None:
     agent.wait()
 
 
-def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Path,
-             cwd: Path) -> list[str]:
-    """Start one ``python -m torch.distributed.run <agent args> -m medistill.cli run`` per
-    entry of ``agents`` at once (this worktree's ``src`` first on the path), wait for all and
-    return their stdouts. A failing or hanging agent fails the test with the stderr tails;
-    the agents still running (and their workers) are then stopped, never left behind."""
+def torchrun(agents: list[list[str]], recipe: str, overrides: list[str],
+             out: Path | list[Path], cwd: Path, check: bool = True
+             ) -> list[tuple[int, str, str]]:
+    """Start one ``python -m torch.distributed.run <agent args> -m medistill.cli run ... --out
+    <out>`` per entry of ``agents`` at once (this worktree's ``src`` first on the path; ``out``
+    one folder for all or one per agent), wait for all and return each one's exit status,
+    stdout and stderr. A hanging agent fails the test with the stderr tails, and so does a
+    failing one with ``check``; the agents still running (and their workers) are then
+    stopped, never left behind."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                        os.environ.get("PYTHONPATH")]))}
-    cli = ["-m", "medistill.cli", "run", str(recipe_path(recipe)), "--out", str(out),
-           "--no-progress", *[x for o in overrides for x in ("--set", o)]]
+    outs = out if isinstance(out, list) else [out] * len(agents)
+    sets = [x for o in overrides for x in ("--set", o)]
     procs, logs = [], []
     for k, args in enumerate(agents):
         stdout, stderr = cwd / f"agent{k}.out", cwd / f"agent{k}.err"
+        cli = ["-m", "medistill.cli", "run", str(recipe_path(recipe)), "--out", str(outs[k]),
+               "--no-progress", *sets]
         with stdout.open("w") as o, stderr.open("w") as e:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "torch.distributed.run", *args, *cli], stdout=o,
@@ -100,13 +105,13 @@ def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Pa
     try:
         while any(p.poll() is None for p in procs) and failed is None:
             for k, p in enumerate(procs):
-                if p.returncode not in (None, 0):
+                if check and p.returncode not in (None, 0):
                     failed = f"agent {k} exited with {p.returncode}"
             if failed is None and time.monotonic() > deadline:
                 failed = f"timed out after {TIMEOUT} s"
             time.sleep(0.5)
         for k, p in enumerate(procs):
-            if failed is None and p.returncode != 0:
+            if check and failed is None and p.returncode != 0:
                 failed = f"agent {k} exited with {p.returncode}"
     finally:
         for p in procs:
@@ -116,7 +121,15 @@ def torchrun(agents: list[list[str]], recipe: str, overrides: list[str], out: Pa
         tails = "\n".join(f"--- agent {k} {agents[k]} stderr:\n{_tail(err.read_text())}"
                           for k, (_, err) in enumerate(logs))
         pytest.fail(f"torchrun: {failed}\n{tails}")
-    return [out_.read_text() for out_, _ in logs]
+    return [(p.returncode, o.read_text(), e.read_text()) for p, (o, e) in zip(procs, logs,
+                                                                              strict=True)]
+
+
+def _two_nodes(per_node: int) -> list[list[str]]:
+    """The arguments of the 2 agents of 2 simulated nodes (c10d rendezvous on localhost)."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    return [["--nnodes", "2", "--nproc-per-node", str(per_node), "--rdzv-backend", "c10d",
+             "--rdzv-endpoint", endpoint, "--rdzv-id", "medistill-test"]] * 2
 
 
 def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
@@ -129,7 +142,7 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
     run_single(recipe, overrides, tmp_path / "one")
     agent = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1",
              "--master-port", str(_free_port())]
-    (stdout,) = torchrun([agent], recipe, overrides, tmp_path / "two", tmp_path)
+    ((_, stdout, _),) = torchrun([agent], recipe, overrides, tmp_path / "two", tmp_path)
     largest = assert_same_training(tmp_path / "one", tmp_path / "two", expect=2)
     print(f"torchrun 2 processes, graph_relation: largest difference {largest:.3g}")
     assert stdout.count("report: ") == 1, stdout
@@ -165,11 +178,9 @@ def test_torchrun_two_nodes_equal_one_process(tmp_path: Path, case: str) -> None
     recipe, tiny, where, per_node = NODES[case]
     overrides = [*COMMON, *tiny(tmp_path)]
     run_single(recipe, overrides, tmp_path / "one")
-    endpoint = f"127.0.0.1:{_free_port()}"
-    agents = [["--nnodes", "2", "--nproc-per-node", str(per_node), "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", endpoint, "--rdzv-id", "medistill-test"]] * 2
     two = tmp_path / "two"
-    stdouts = torchrun(agents, recipe, overrides, two, tmp_path)
+    stdouts = [o for _, o, _ in torchrun(_two_nodes(per_node), recipe, overrides, two,
+                                         tmp_path)]
     largest = assert_same_training(tmp_path / "one", two, expect=2)
     print(f"torchrun 2 nodes x {per_node}, {case}: largest difference {largest:.3g}")
 
@@ -187,3 +198,21 @@ def test_torchrun_two_nodes_equal_one_process(tmp_path: Path, case: str) -> None
 
     assert sorted(s.count("report: ") for s in stdouts) == [0, 1], stdouts
     assert (two / "run.log").read_text().count("finished in") == 1
+
+
+def test_torchrun_two_nodes_refuse_an_output_folder_they_do_not_share(tmp_path: Path) -> None:
+    """Each node with its own ``--out`` (a node-local folder): every process stops with the
+    same one-line error before any training (it failed after the teacher's training, with
+    ``checkpoint not found`` on node 1, before
+    :func:`medistill.pipelines.base.check_shared_folder`)."""
+    root = write_instance_dataset(tmp_path / "data", {"train": 4, "val": 1, "test": 1})
+    outs = [tmp_path / "node0", tmp_path / "node1"]
+    done = torchrun(_two_nodes(1), "graph_relation_monuseg.yaml",
+                    [*COMMON, f"data.root={root}", *GRAPH_RELATION], outs, tmp_path,
+                    check=False)
+    for rc, _, err in done:
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert rc != 0 and errors, _tail(err)
+        assert "1 of 2 processes do not see rank 0's files" in errors[0], errors
+        assert "file system every node reaches" in errors[0], errors
+    assert not list(outs[0].rglob("*.pt"))  # nothing trained
