@@ -16,8 +16,9 @@ by all of them; rank 0 (on node 0) evaluates and reports, the first rank of node
 rank 0 that does neither. Two cases: the resolution recipe with ``kd.cache_teacher: disk`` on
 2 nodes x 1 process, the graph-relation recipe with a disk ``kd.teacher_replay`` on 2 nodes x
 2 processes. The "nodes" share the output folder, as they must on a real cluster (every rank
-loads rank 0's checkpoints, e.g. the trained teacher). 14-28 s per test on a loaded 2-core
-machine (processes that import torch), hence ``slow``.
+loads rank 0's checkpoints, e.g. the trained teacher): a node-local one is refused at the
+start. The three trainings take 14-28 s each on a loaded 2-core machine (processes that
+import torch), hence ``slow``; the refusal ~8 s.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from medistill.pipelines import demo_data_root
 #: seconds an agent (its workers included) may take before it is killed and the test fails
 TIMEOUT = 300
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _tail(text: str, chars: int = 4000) -> str:
@@ -132,6 +133,7 @@ def _two_nodes(per_node: int) -> list[list[str]]:
              "--rdzv-endpoint", endpoint, "--rdzv-id", "medistill-test"]] * 2
 
 
+@pytest.mark.slow  # ~15 s
 def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
     """``torchrun --nproc-per-node 2 -m medistill.cli run`` (static rendezvous on a free
     port) on the graph-relation recipe: its trained runs (memory bank included) equal the
@@ -166,6 +168,7 @@ NODES = {
 }
 
 
+@pytest.mark.slow  # 20-30 s
 @pytest.mark.parametrize("case", list(NODES))
 def test_torchrun_two_nodes_equal_one_process(tmp_path: Path, case: str) -> None:
     """Two torchrun agents (2 nodes, c10d rendezvous on localhost): the resolution recipe
