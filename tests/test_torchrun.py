@@ -17,8 +17,8 @@ rank 0 that does neither. Two cases: the resolution recipe with ``kd.cache_teach
 2 nodes x 1 process, the graph-relation recipe with a disk ``kd.teacher_replay`` on 2 nodes x
 2 processes. The "nodes" share the output folder, as they must on a real cluster (every rank
 loads rank 0's checkpoints, e.g. the trained teacher): a node-local one is refused at the
-start. The three trainings take 14-28 s each on a loaded 2-core machine (processes that
-import torch), hence ``slow``; the refusal ~8 s.
+start. 14-30 s per test on a loaded 2-core machine (processes that import torch; the
+refusal ~70 s: it waits a minute for a slow network file system), hence ``slow``.
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ def test_torchrun_two_nodes_equal_one_process(tmp_path: Path, case: str) -> None
     assert (two / "run.log").read_text().count("finished in") == 1
 
 
+@pytest.mark.slow  # ~70 s: node 1 waits SHARED_WAIT (60 s) for the marker it cannot see
 def test_torchrun_two_nodes_refuse_an_output_folder_they_do_not_share(tmp_path: Path) -> None:
     """Each node with its own ``--out`` (a node-local folder): every process stops with the
     same one-line error before any training (it failed after the teacher's training, with

@@ -112,16 +112,25 @@ def check_out_dir(out: Path, resume: bool) -> None:
         raise RecipeError(f"{out} already has a run; pass --resume or another --out")
 
 
-def check_shared_folder(out: Path) -> None:
-    """Under DDP, after rank 0 has marked ``out``: every rank sees the marker, else every rank
-    raises the same one-line :class:`OutputError`. Several nodes need ``--out`` on a file
-    system they all reach (the ranks load rank 0's checkpoints, e.g. a trained teacher):
-    without this check a node-local folder failed only after the teacher's training, with
-    ``checkpoint not found`` on the other nodes."""
+#: seconds a rank waits to see rank 0's new marker before :func:`check_shared_folder` refuses
+#: the folder (an NFS client may show another node's new file only once its cached view of the
+#: folder expires: ``acdirmax``, 60 s by default)
+SHARED_WAIT = 60.0
+
+
+def check_shared_folder(out: Path, wait: float = SHARED_WAIT) -> None:
+    """Under DDP, after rank 0 has marked ``out``: every rank sees the marker (within
+    ``wait`` seconds), else every rank raises the same one-line :class:`OutputError`.
+    Several nodes need ``--out`` on a file system they all reach (the ranks load rank 0's
+    checkpoints, e.g. a trained teacher): without this check a node-local folder failed only
+    after the teacher's training, with ``checkpoint not found`` on the other nodes."""
     if not is_distributed():
         return
     barrier()  # rank 0 has written the marker
-    blind = all_reduce_sum([float(not (out / RUN_MARKER).is_file())])[0]
+    marker, deadline = out / RUN_MARKER, time.monotonic() + wait
+    while not marker.is_file() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    blind = all_reduce_sum([float(not marker.is_file())])[0]
     if blind:
         raise OutputError(f"--out {out}: {int(blind)} of {world_size()} processes do not see "
                           "rank 0's files in it; on several nodes it must be a folder on a "
