@@ -15,8 +15,8 @@ stale ones beside it are deleted, so a stale output is never served.
 
 Under DDP a disk cache is shared by the processes of a node (:func:`shared_per_node`): local
 rank 0 fills it for every sample while the others wait at a barrier, then they open the same
-files and only read. On several nodes each node has its own ``node<i>/`` folder (the output
-folder need not be on a shared file system). A memory cache is per process.
+files and only read. On several nodes each node has its own ``node<i>/`` folder (so two nodes
+never write the same files of the shared output folder). A memory cache is per process.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ rank trains; rank 0 evaluates and writes (the other ranks get empty evaluation r
 the report: ``run()`` returns ``self.finish({})`` on them once training is over).
 
 Output folders: medistill writes only into a folder it created, marked by a ``.medistill-run``
-file written when the run starts; an existing non-empty folder without it is refused.
+file written when the run starts; an existing non-empty folder without it is refused. Under DDP
+every rank must see that marker (several nodes: ``--out`` on a shared file system, since the
+ranks load rank 0's checkpoints), checked right after it is written (:func:`check_shared_folder`).
 
 Resume: the recipe must be the one saved in ``recipe.json``, except for the keys of
 :data:`RESUME_MAY_CHANGE`, which cannot change finished work: which ``runs`` and ``seeds`` to
@@ -36,10 +38,17 @@ from torch import nn
 
 from medistill.config import StrictModel, TrainConfig, merge_train
 from medistill.engine.checkpoint import atomic_write_text, load_model
-from medistill.engine.distributed import barrier, broadcast_object, is_main
+from medistill.engine.distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    is_distributed,
+    is_main,
+    world_size,
+)
 from medistill.engine.logging import LOG_FILE, RunProgress, duration, flat_hparams
 from medistill.engine.trainer import Trainer, seed_everything
-from medistill.errors import RecipeError
+from medistill.errors import OutputError, RecipeError
 from medistill.models import build_model
 from medistill.pipelines.evaluate import read_history
 from medistill.pipelines.plan import plan_recipe
@@ -101,6 +110,31 @@ def check_out_dir(out: Path, resume: bool) -> None:
                           "choose another --out")
     if (out / "recipe.json").exists() and not resume:
         raise RecipeError(f"{out} already has a run; pass --resume or another --out")
+
+
+#: seconds a rank waits to see rank 0's new marker before :func:`check_shared_folder` refuses
+#: the folder (an NFS client may show another node's new file only once its cached view of the
+#: folder expires: ``acdirmax``, 60 s by default)
+SHARED_WAIT = 60.0
+
+
+def check_shared_folder(out: Path, wait: float = SHARED_WAIT) -> None:
+    """Under DDP, after rank 0 has marked ``out``: every rank sees the marker (within
+    ``wait`` seconds), else every rank raises the same one-line :class:`OutputError`.
+    Several nodes need ``--out`` on a file system they all reach (the ranks load rank 0's
+    checkpoints, e.g. a trained teacher): without this check a node-local folder failed only
+    after the teacher's training, with ``checkpoint not found`` on the other nodes."""
+    if not is_distributed():
+        return
+    barrier()  # rank 0 has written the marker
+    marker, deadline = out / RUN_MARKER, time.monotonic() + wait
+    while not marker.is_file() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    blind = all_reduce_sum([float(not marker.is_file())])[0]
+    if blind:
+        raise OutputError(f"--out {out}: {int(blind)} of {world_size()} processes do not see "
+                          "rank 0's files in it; on several nodes it must be a folder on a "
+                          "file system every node reaches")
 
 
 class Pipeline:
@@ -175,6 +209,7 @@ class Pipeline:
                     {"format": "medistill-run/1", "method": getattr(self.r, "method", None)}))
             atomic_write_text(saved, self.r.model_dump_json(indent=2))
             self.tracker.attach(self.out / LOG_FILE)
+        check_shared_folder(self.out)
 
     # -- the shared stages ------------------------------------------------------------------
     def build_model(self, spec: Any, num_classes: int, seed: int, kind: type | None = None,
