@@ -60,13 +60,16 @@ def test_without_replay_kd_trains_exactly_as_before(tmp_path, monkeypatch) -> No
         assert torch.equal(a, b), k
 
 
-@pytest.mark.parametrize("fill", ["upfront", "lazy"])
+@pytest.mark.parametrize("fill", ["upfront", "lazy", "auto"])
 def test_replay_fills_once_and_serves_every_kd_run(tmp_path, monkeypatch, fill) -> None:
     """Upfront: the fill runs the teacher on every (image, draw) before training, never in
-    it. Lazy (the default): 1 epoch draws one pair per image, computed in the step; the next
-    run (same replay, same epochs, so the same draws) runs no teacher at all."""
+    it. Lazy (and auto, the default, for this 1-epoch run of 2 draws): 1 epoch draws one pair
+    per image, computed in the step; the next run (same replay, same epochs, so the same
+    draws) runs no teacher at all."""
     pipe, subset = _pipeline(
         tmp_path, f"kd.teacher_replay={{draws: 2, storage: disk, dtype: float32, fill: {fill}}}")
+    assert pipe.r.kd.teacher_replay.resolved_fill(1) == ("upfront" if fill == "upfront"
+                                                         else "lazy")
     cfg = pipe.r.stage_train("kd", 0)
     calls = []
     forward = ResolutionKD.teacher_forward
@@ -130,3 +133,14 @@ def test_the_replay_stores_pixel_targets_only_when_every_factor_shares_them(tmp_
     else:
         assert key["size"] is None and kd.target_size is None
         assert set(stored) == {"features", "logits"} and stored["features"].shape[-2:] == (4, 4)
+
+
+def test_auto_fill_is_upfront_from_twice_as_many_epochs_as_draws() -> None:
+    r = tiny_recipe("kd.teacher_replay={draws: 8}")
+    replay = r.kd.teacher_replay
+    assert replay.fill == "auto"
+    assert [replay.resolved_fill(e) for e in (1, 3, 15, 16, 20)] == [
+        "lazy", "lazy", "lazy", "upfront", "upfront"]
+    for fixed in ("lazy", "upfront"):
+        chosen = tiny_recipe(f"kd.teacher_replay={{draws: 8, fill: {fixed}}}").kd.teacher_replay
+        assert {chosen.resolved_fill(e) for e in (1, 20)} == {fixed}

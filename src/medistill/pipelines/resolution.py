@@ -64,10 +64,21 @@ class ResolutionReplayConfig(ReplayConfig):
     """:class:`ReplayConfig` with the choice of when the resolution teacher's outputs are
     computed."""
 
-    fill: Literal["lazy", "upfront"] = Field(
-        "lazy", description="lazy: each (image, draw) the first time an epoch draws it, inside "
-        "the training step (never more teacher work than online KD); upfront: all draws before "
-        "training. Under DDP a disk replay is filled upfront")
+    fill: Literal["auto", "lazy", "upfront"] = Field(
+        "auto", description="lazy: each (image, draw) the first time an epoch draws it, inside "
+        "the training step (fewer teacher passes than draws in a short run, never more than "
+        "online KD); upfront: every draw before training, in batches (cheaper per image: "
+        "faster for long runs); auto: upfront when the run trains at least 2 x draws epochs")
+
+    def resolved_fill(self, epochs: int) -> Literal["lazy", "upfront"]:
+        """``fill`` for a run of ``epochs`` epochs (``auto`` resolved). Measured on the CPU
+        (benchmarks/RESULTS.md): a lazily computed teacher row costs ~1.2x an upfront one (small
+        chunks inside the step), so lazy wins while it computes clearly fewer pairs -- 8 draws:
+        2.6 passes of 8 in 3 epochs (1.16x torchdistill, upfront 0.54x) -- and upfront from
+        about 2 x draws epochs -- 7.5 of 8 passes in 20 epochs (upfront 2.22x, lazy 1.94x)."""
+        if self.fill != "auto":
+            return self.fill
+        return "upfront" if epochs >= 2 * self.draws else "lazy"
 
 
 class KDConfig(StrictModel):
@@ -217,15 +228,22 @@ class ResolutionPipeline(Pipeline):
         replay = self.r.kd.teacher_replay
         if (isinstance(method, ResolutionKD) and replay is not None
                 and not (self.out / name / "train_done.json").is_file()):
+            from medistill.engine.distributed import device_for_rank
+
             # a lazy fill runs the teacher in the training step (its device and autocast);
-            # the upfront fill on the CPU in float32
-            lazy = replay.fill == "lazy"
-            computed = (resolve_device(cfg.device).type, cfg.amp) if lazy else ("cpu", "none")
+            # the upfront fill before training on the same device, in float32
+            fill = replay.resolved_fill(cfg.epochs)
+            device = resolve_device(device_for_rank(cfg.device))
+            computed = (device.type, cfg.amp if fill == "lazy" else "none")
             targets = self._replay_targets(method, samples, views)
+            forward = method.teacher_forward
+            if fill == "upfront":
+                method.teacher.to(device)
+                forward = lambda x: method.teacher_forward(x.to(device))  # noqa: E731
             train_set = replay_dataset(  # the previous run's replay is reused if it fits
-                method.teacher, method.teacher_forward, train_set, "teacher", replay.draws,
+                method.teacher, forward, train_set, "teacher", replay.draws,
                 self.out / "teacher_replay" if replay.storage == "disk" else None,
-                replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None), replay.fill,
+                replay.dtype, cfg.batch_size, getattr(self, "_last_replay", None), fill,
                 view=views["teacher"], normalization=self.norm,
                 image_size=self.r.data.image_size, computed_on=computed, targets=targets)
             self._last_replay = train_set.replay
