@@ -56,7 +56,8 @@ rotations, brightness/contrast/saturation 0.1, hue 0.02; :class:`Augment` on the
 cache is invalid then; the variants are ``torchdistill`` and ``medistill_nocache`` (online: the
 teacher runs on every augmented step) and ``medistill_replay`` (``kd.teacher_replay``: teacher
 outputs for ``--draws`` augmentations per image stored in memory as float16, each epoch
-replaying one stored draw per image; ``--replay-fill lazy`` (the default, as the recipe's):
+replaying one stored draw per image; ``--replay-fill lazy`` (the default; the recipe's ``auto``
+picks it below 2 x draws epochs, ``upfront`` from there):
 each (image, draw) is computed in the training step the first time an epoch draws it;
 ``upfront``: all draws before training; the fill is inside the timed wall time either way;
 ``--replay-store targets`` (the default, as the recipe's): the pixel loss's targets at the
