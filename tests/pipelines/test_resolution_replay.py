@@ -141,6 +141,7 @@ def test_auto_fill_is_upfront_from_twice_as_many_epochs_as_draws() -> None:
     assert replay.fill == "auto"
     assert [replay.resolved_fill(e) for e in (1, 3, 15, 16, 20)] == [
         "lazy", "lazy", "lazy", "upfront", "upfront"]
+    assert replay.resolved_fill(20, processes=2) == "lazy"  # the ranks fill in parallel
     for fixed in ("lazy", "upfront"):
         chosen = tiny_recipe(f"kd.teacher_replay={{draws: 8, fill: {fixed}}}").kd.teacher_replay
         assert {chosen.resolved_fill(e) for e in (1, 20)} == {fixed}

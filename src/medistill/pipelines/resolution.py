@@ -31,7 +31,7 @@ from medistill.config import (
 )
 from medistill.data import ResolutionView, SampleList, channel_stats
 from medistill.engine.checkpoint import load_model
-from medistill.engine.distributed import is_distributed
+from medistill.engine.distributed import device_for_rank, is_distributed, world_size
 from medistill.engine.teacher_cache import TeacherCache, fingerprint, replay_dataset
 from medistill.engine.trainer import resolve_device
 from medistill.errors import DataError, RecipeError
@@ -68,17 +68,21 @@ class ResolutionReplayConfig(ReplayConfig):
         "auto", description="lazy: each (image, draw) the first time an epoch draws it, inside "
         "the training step (fewer teacher passes than draws in a short run, never more than "
         "online KD); upfront: every draw before training, in batches (cheaper per image: "
-        "faster for long runs); auto: upfront when the run trains at least 2 x draws epochs")
+        "faster for long runs); auto: upfront when one process trains at least 2 x draws "
+        "epochs, else lazy")
 
-    def resolved_fill(self, epochs: int) -> Literal["lazy", "upfront"]:
-        """``fill`` for a run of ``epochs`` epochs (``auto`` resolved). Measured on the CPU
-        (benchmarks/RESULTS.md): a lazily computed teacher row costs ~1.2x an upfront one (small
-        chunks inside the step), so lazy wins while it computes clearly fewer pairs -- 8 draws:
-        2.6 passes of 8 in 3 epochs (1.16x torchdistill, upfront 0.54x) -- and upfront from
-        about 2 x draws epochs -- 7.5 of 8 passes in 20 epochs (upfront 2.22x, lazy 1.94x)."""
+    def resolved_fill(self, epochs: int, processes: int = 1) -> Literal["lazy", "upfront"]:
+        """``fill`` for a run of ``epochs`` epochs on ``processes`` DDP processes (``auto``
+        resolved). Measured on the CPU (benchmarks/RESULTS.md): a lazily computed teacher row
+        costs ~1.2x an upfront one (small chunks inside the step), so lazy wins while it
+        computes clearly fewer pairs -- 8 draws: 2.6 passes of 8 in 3 epochs (1.16x
+        torchdistill, upfront 0.54x) -- and upfront from about 2 x draws epochs -- 7.5 of 8
+        passes in 20 epochs (upfront 2.22x, lazy 1.94x). Under DDP lazy: its pairs are computed
+        by every rank in parallel, the upfront fill by one rank per node (disk) or all of it by
+        every rank (memory)."""
         if self.fill != "auto":
             return self.fill
-        return "upfront" if epochs >= 2 * self.draws else "lazy"
+        return "upfront" if processes == 1 and epochs >= 2 * self.draws else "lazy"
 
 
 class KDConfig(StrictModel):
@@ -228,11 +232,9 @@ class ResolutionPipeline(Pipeline):
         replay = self.r.kd.teacher_replay
         if (isinstance(method, ResolutionKD) and replay is not None
                 and not (self.out / name / "train_done.json").is_file()):
-            from medistill.engine.distributed import device_for_rank
-
             # a lazy fill runs the teacher in the training step (its device and autocast);
             # the upfront fill before training on the same device, in float32
-            fill = replay.resolved_fill(cfg.epochs)
+            fill = replay.resolved_fill(cfg.epochs, world_size())
             device = resolve_device(device_for_rank(cfg.device))
             computed = (device.type, cfg.amp if fill == "lazy" else "none")
             targets = self._replay_targets(method, samples, views)
@@ -273,7 +275,6 @@ class ResolutionPipeline(Pipeline):
                        train_set: Any, cfg: TrainConfig) -> TeacherCache:
         """The teacher's outputs, filled during the first epoch; under DDP a disk cache is
         filled before training by local rank 0 and read by the node's other ranks."""
-        from medistill.engine.distributed import device_for_rank
         from medistill.engine.teacher_cache import fill_cache, shared_per_node
 
         key = fingerprint(method.teacher, [s.path for s in samples.samples], view=view,
