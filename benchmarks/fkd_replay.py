@@ -143,7 +143,7 @@ def _replay_set(args, method, dataset, fill: str = "upfront", storage: str = "di
     targets = None
     if args.store == "targets":
         views = dataset[0]["views"]
-        targets = method.use_targets(views["student"], views["teacher"])
+        targets = method.use_targets([views["student"]], views["teacher"])
     return replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
                           args.draws, _replay_dir(args) if storage == "disk" else None,
                           "float16", 64, fill=fill, view=dataset.views["teacher"],

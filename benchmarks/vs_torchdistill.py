@@ -411,7 +411,7 @@ def run_medistill(args, dataset, teacher, student, run_dir: Path, outputs: str) 
     elif outputs == "replay":  # kd.teacher_replay {draws, storage: memory, dtype: float16}
         if args.replay_store == "targets":  # as the recipe: the pixel loss's targets if smaller
             views = dataset[0]["views"]
-            settings["targets"] = method.use_targets(views["student"], views["teacher"])
+            settings["targets"] = method.use_targets([views["student"]], views["teacher"])
         train_set = replay_dataset(method.teacher, method.teacher_forward, dataset, "teacher",
                                    args.draws, None, "float16", args.batch_size,
                                    fill=args.replay_fill, **settings)

@@ -238,7 +238,7 @@ def test_stored_pixel_targets_step_exactly_as_the_teacher_map(tmp_path) -> None:
                           create_model("small_resnet", 2, input_size=16))
     online_method = copy.deepcopy(method)
     views = src[0]["views"]
-    key = method.use_targets(views["student"], views["teacher"])
+    key = method.use_targets([views["student"]], views["teacher"])
     assert key == {"size": (2, 2), "resize": ["maxpool", "bicubic"]}
     replay = TeacherReplay(BOTH, len(src), 4, src.seed, "k", dtype="float32")
     replay.fill(method.teacher_forward, src, "teacher", batch_size=4)
@@ -268,11 +268,11 @@ def test_the_teacher_map_is_stored_when_smaller_and_no_map_without_the_pixel_ter
     src = source(tmp_path, BOTH, n=4)
     views = src[0]["views"]
     method = kd_method()  # teacher map 1 x 1 at 32 px, student map 2 x 2 at 16 px
-    assert method.use_targets(views["student"], views["teacher"])["size"] is None
+    assert method.use_targets([views["student"]], views["teacher"])["size"] is None
     assert set(method.teacher_forward(views["teacher"][None])) == {"features", "logits"}
     torch.manual_seed(0)
     no_pixel = ResolutionKD(create_model("small_resnet", 2),
                             create_model("small_resnet", 2, input_size=16), pixel_weight=0.0)
-    assert no_pixel.use_targets(views["student"], views["teacher"]) == {"size": (2, 2),
+    assert no_pixel.use_targets([views["student"]], views["teacher"]) == {"size": (2, 2),
                                                                           "resize": []}
     assert set(no_pixel.teacher_forward(views["teacher"][None])) == {"logits"}

@@ -78,28 +78,32 @@ class ResolutionKD(Method):
         self.target_size: tuple[int, int] | None = None
 
     @torch.no_grad()
-    def use_targets(self, student_input: torch.Tensor,
+    def use_targets(self, student_inputs: Sequence[torch.Tensor],
                     teacher_input: torch.Tensor) -> dict[str, Any]:
         """Make :meth:`teacher_forward` return the pixel loss's targets at the student map's
         size (:meth:`ResizedFeatureMSE.targets`, one map per resize method; none when
-        ``pixel_weight`` is 0) instead of the teacher's final map, when they are smaller: what
-        a teacher replay then stores. The sizes come from one forward of each model on one view
-        (``student_input``, ``teacher_input``: (C, H, W) or a batch). Returns what the stored
-        outputs depend on (target size or None, resize methods), for the replay's fingerprint.
-        The loss is the same bit for bit (the same resize, done before instead of in the step);
-        with float16 storage the targets are rounded instead of the map."""
+        ``pixel_weight`` is 0) instead of the teacher's final map, when they are smaller and
+        the same for every student input: what a teacher replay then stores. The sizes come
+        from one forward of the teacher on ``teacher_input`` and of the student on each of
+        ``student_inputs`` (one view per student resolution the replay is to serve, e.g. every
+        student factor of a recipe; (C, H, W) each). Returns what the stored outputs depend on
+        (target size or None, resize methods), for the replay's fingerprint. The loss is the
+        same bit for bit (the same resize, done before instead of in the step); with float16
+        storage the targets are rounded instead of the map."""
 
         def map_size(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
             training = model.training
             model.eval()
-            out = model(x[None] if x.dim() == 3 else x[:1])[0]
+            out = model(x[None])[0]
             model.train(training)
             return tuple(out.shape[-2:])
 
-        (sh, sw), (th, tw) = map_size(self.student, student_input), map_size(self.teacher,
-                                                                             teacher_input)
+        sizes = {map_size(self.student, x) for x in student_inputs}
+        th, tw = map_size(self.teacher, teacher_input)
         methods = list(self.pixel.resize) if self.weights[1] else []
-        self.target_size = (sh, sw) if len(methods) * sh * sw < th * tw else None
+        size = next(iter(sizes)) if len(sizes) == 1 else None
+        small = size is not None and len(methods) * size[0] * size[1] < th * tw
+        self.target_size = size if small else None
         return {"size": self.target_size, "resize": methods}
 
     @torch.no_grad()

@@ -255,21 +255,15 @@ class ResolutionPipeline(Pipeline):
                         views: dict[str, ResolutionView]) -> dict[str, Any]:
         """What a teacher replay stores (returned for its fingerprint): the pixel loss's targets
         at the student map's size (:meth:`ResolutionKD.use_targets`) when smaller than the
-        teacher's map and the same for every student factor of the recipe, so that one replay
-        still serves every factor's KD run of a seed; otherwise the teacher's map."""
-        r, first = self.r, SampleList(samples.samples[:1], samples.classes)
-
-        def key(student: ResolutionView) -> dict[str, Any]:
-            x = make_dataset(first, {**views, "student": student}, r.data, self.norm)[0]
-            return method.use_targets(x["views"]["student"], x["views"]["teacher"])
-
-        others = [key(ResolutionView(r.teacher_factor * rel, upsample=r.upsample_student))
-                  for rel in r.student_factors]
-        mine = key(views["student"])
-        if any(k != mine for k in others):
-            method.target_size = None
-            return {**mine, "size": None}
-        return mine
+        teacher's map and the same for every student factor of the recipe (this run's view is
+        one of them), so that one replay still serves every factor's KD run of a seed;
+        otherwise the teacher's map."""
+        r = self.r
+        students = {f"x{rel:g}": ResolutionView(r.teacher_factor * rel, upsample=r.upsample_student)
+                    for rel in r.student_factors}
+        first = SampleList(samples.samples[:1], samples.classes)
+        x = make_dataset(first, {"teacher": views["teacher"], **students}, r.data, self.norm)[0]
+        return method.use_targets([x["views"][n] for n in students], x["views"]["teacher"])
 
     def _teacher_cache(self, method: ResolutionKD, samples: SampleList, view: ResolutionView,
                        train_set: Any, cfg: TrainConfig) -> TeacherCache:
