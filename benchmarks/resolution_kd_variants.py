@@ -38,12 +38,11 @@ from typing import Any
 
 import torch
 
-from medistill.methods import Supervised
 from medistill.metrics.paired import compare_runs
 from medistill.metrics.steps import read_steps, summarise_steps
 from medistill.models.resnet import final_map_size, stem_for_input
 from medistill.pipelines import demo_data_root, demo_recipe_path, load_recipe, run_recipe
-from medistill.pipelines.resolution import ResolutionPipeline, ResolutionView
+from medistill.pipelines.resolution import ResolutionPipeline
 
 #: name -> (student input px, student kwargs, what it is)
 VARIANTS: dict[str, tuple[int, dict[str, Any], str]] = {
@@ -104,9 +103,9 @@ def run_variant(name: str, seed: int, args: argparse.Namespace, subs: dict[str, 
 
 def train_baseline(name: str, seed: int, args: argparse.Namespace, subs: dict[str, str]) -> None:
     """Only the baseline of one variant and seed (``--baselines-first``): the pipeline's own
-    baseline stage (as in ``ResolutionPipeline.run``: same model, data, seed and folder), which
-    needs no teacher, so it can train while the teacher does; the later full run of the
-    variant finds it trained (``train_done.json``) and only evaluates it."""
+    baseline stage (``ResolutionPipeline._train_baseline``: same model, data, seed and
+    folder), which needs no teacher, so it can train while the teacher does; the later full
+    run of the variant finds it trained (``train_done.json``) and only evaluates it."""
     cfg, out = _variant(name, seed, args, subs, ["baseline"])
     rel = cfg.student_factors[0]
     if (out / f"seed{seed}" / f"x{rel:g}" / "baseline" / "train_done.json").is_file():
@@ -114,11 +113,7 @@ def train_baseline(name: str, seed: int, args: argparse.Namespace, subs: dict[st
     pipe = ResolutionPipeline(cfg, out, resume=(out / "recipe.json").exists(), progress=False)
     pipe._load_data()
     pipe.start()
-    factor = cfg.teacher_factor * rel
-    view = ResolutionView(factor, upsample=cfg.upsample_student)
-    pipe._train(f"seed{seed}/x{rel:g}/baseline", Supervised(pipe._student(seed)),
-                {"input": view}, pipe.train_samples, cfg.stage_train("baseline", seed),
-                pipe._meta(cfg.student, factor, cfg.upsample_student))
+    pipe._train_baseline(seed, rel)
 
 
 def train_teacher(seed: int, args: argparse.Namespace, subs: dict[str, str]) -> None:

@@ -259,8 +259,7 @@ class ResolutionPipeline(Pipeline):
         one of them), so that one replay still serves every factor's KD run of a seed;
         otherwise the teacher's map."""
         r = self.r
-        students = {f"x{rel:g}": ResolutionView(r.teacher_factor * rel, upsample=r.upsample_student)
-                    for rel in r.student_factors}
+        students = {f"x{rel:g}": self._student_view(rel) for rel in r.student_factors}
         first = SampleList(samples.samples[:1], samples.classes)
         x = make_dataset(first, {"teacher": views["teacher"], **students}, r.data, self.norm)[0]
         return method.use_targets([x["views"][n] for n in students], x["views"]["teacher"])
@@ -310,6 +309,19 @@ class ResolutionPipeline(Pipeline):
     def _student(self, seed: int) -> Any:
         return self.build_model(self.r.student, len(self.classes), seed)
 
+    def _student_view(self, rel: float) -> ResolutionView:
+        """The students' view at ``rel`` x the teacher's factor."""
+        return ResolutionView(self.r.teacher_factor * rel, upsample=self.r.upsample_student)
+
+    def _train_baseline(self, seed: int, rel: float) -> Path:
+        """The student at ``rel`` trained alone on the labels (no teacher needed)."""
+        r = self.r
+        factor = r.teacher_factor * rel
+        return self._train(f"seed{seed}/x{rel:g}/baseline", Supervised(self._student(seed)),
+                           {"input": self._student_view(rel)}, self.train_samples,
+                           r.stage_train("baseline", seed),
+                           self._meta(r.student, factor, r.upsample_student))
+
     def _kd(self, teacher_path: Path, seed: int) -> ResolutionKD:
         teacher, _ = load_model(teacher_path)
         k = self.r.kd
@@ -332,12 +344,10 @@ class ResolutionPipeline(Pipeline):
                 factor = r.teacher_factor * rel
                 base = f"seed{seed}/x{rel:g}"
                 meta = self._meta(r.student, factor, r.upsample_student)
-                view = ResolutionView(factor, upsample=r.upsample_student)
+                view = self._student_view(rel)
                 pair = {"teacher": ResolutionView(r.teacher_factor), "student": view}
                 if "baseline" in r.runs:
-                    path = self._train(f"{base}/baseline", Supervised(self._student(seed)),
-                                       {"input": view}, self.train_samples,
-                                       r.stage_train("baseline", seed), meta)
+                    path = self._train_baseline(seed, rel)
                     runs.append(self._evaluate(f"{base}/baseline", "baseline", factor, seed, path))
                 if "kd" in r.runs:
                     path = self._train(f"{base}/kd", self._kd(teacher_path, seed), pair,
